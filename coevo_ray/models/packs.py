@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from coevo_ray._atomic import atomic_dir
 from coevo_ray.errors import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -99,25 +100,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_dir(final: Path, build) -> Path:
-    """Run ``build(tmp_dir)`` and rename the result to ``final``; a crash leaves only a tmp dir."""
-    if final.exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.exists():  # another process won the race if it exists
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
 def _gguf_file(pack: ModelPack) -> Path:
     files = [_package_file(pack, *p) for p in pack.packages]
     if len(files) == 1:
@@ -179,7 +161,7 @@ def _alias_dir(pack: ModelPack) -> Path:
     gguf = _gguf_file(pack)
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    return _atomic_dir(cache_dir() / "models" / f"{pack.alias}-{key}", lambda tmp: _convert_gguf(gguf, tmp))
+    return atomic_dir(cache_dir() / "models" / f"{pack.alias}-{key}", lambda tmp: _convert_gguf(gguf, tmp))
 
 
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.gguf", "model.safetensors.index.json")

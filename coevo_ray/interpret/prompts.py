@@ -1,0 +1,97 @@
+"""Prompt templates for the interpretation step, rendered through the model's chat template.
+
+``paper`` is the task-aware template T_DESC of section 3.1, verbatim; ``agnostic`` is the
+task-agnostic template of section 4.2.5. ``guided`` is ours, for small instruct models (issue 9):
+instructions in the system turn, a worked example as a previous exchange, and the text first and
+delimited in the user turn, so a 135M model analyses the text instead of greeting the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from coevo_ray.errors import InputError
+
+PAPER_TEMPLATE = (
+    "You are very good at natural language understanding.\n\n"
+    "For a given text, analyze its underlying meaning to present a better understanding. "
+    "Remember that you should dissect the text in terms of {task}. "
+    "You need to infer what {standard} the text is about. "
+    "Show your reasoning process and summarize by listing at most 8 keywords that reflect it. "
+    "Do not be too lengthy and strictly follow the specified format:\n"
+    "Reasoning: ...\n"
+    "Keywords: ...\n"
+    "Text: {text}"
+)
+
+AGNOSTIC_TEMPLATE = (
+    "You are very good at natural language understanding.\n\n"
+    "For a given text, analyze its underlying meaning to present a better understanding. "
+    "Show your reasoning process and summarize by listing at most 8 keywords that reflect it. "
+    "Do not be too lengthy and strictly follow the specified format:\n"
+    "Reasoning: ...\n"
+    "Keywords: ...\n"
+    "Text: {text}"
+)
+
+GUIDED_SYSTEM = (
+    "You analyze short texts for clustering by {task}. For the text the user gives, infer what "
+    "{standard} it is about. Answer in exactly two lines:\n"
+    "Reasoning: one sentence about the {standard}.\n"
+    "Keywords: at most 8 comma-separated keywords."
+)
+GUIDED_EXAMPLE_TEXT = "06 Saturn Ion 2 2.2l P0101"
+GUIDED_EXAMPLE_ANSWER = (
+    "Reasoning: The text refers to a Saturn Ion car and the diagnostic trouble code P0101 of its "
+    "air flow sensor.\n"
+    "Keywords: Saturn, Ion, engine, diagnostic, code, air flow, trouble"
+)
+GUIDED_USER = '<text>\n{text}\n</text>\nWhat {standard} is this text about?'
+
+PROMPT_STYLES = ("paper", "agnostic", "guided")
+
+
+@dataclass(frozen=True)
+class TaskDescription:
+    """``DESC = "<TASK>: <STANDARD>"`` of the paper, e.g. ``"intent: user intent"``."""
+
+    task: str
+    standard: str
+
+    @classmethod
+    def parse(cls, desc: str) -> "TaskDescription":
+        if not isinstance(desc, str) or ":" not in desc:
+            raise InputError(f'task description must look like "<task>: <standard>", got {desc!r}')
+        task, standard = (part.strip() for part in desc.split(":", 1))
+        if not task or not standard:
+            raise InputError(f'task description must look like "<task>: <standard>", got {desc!r}')
+        return cls(task, standard)
+
+    def __str__(self) -> str:
+        return f"{self.task}: {self.standard}"
+
+
+def build_messages(text: str, desc: TaskDescription, style: str = "paper") -> list[dict[str, Any]]:
+    """Chat messages for one text."""
+    if style == "paper":
+        return [{"role": "user", "content": PAPER_TEMPLATE.format(task=desc.task, standard=desc.standard, text=text)}]
+    if style == "agnostic":
+        return [{"role": "user", "content": AGNOSTIC_TEMPLATE.format(text=text)}]
+    if style == "guided":
+        fmt = {"task": desc.task, "standard": desc.standard}
+        return [
+            {"role": "system", "content": GUIDED_SYSTEM.format(**fmt)},
+            {"role": "user", "content": GUIDED_USER.format(text=GUIDED_EXAMPLE_TEXT, **fmt)},
+            {"role": "assistant", "content": GUIDED_EXAMPLE_ANSWER},
+            {"role": "user", "content": GUIDED_USER.format(text=text, **fmt)},
+        ]
+    raise InputError(f"unknown prompt style {style!r}; choose one of {PROMPT_STYLES}")
+
+
+def render_prompt(tokenizer, text: str, desc: TaskDescription, style: str = "paper") -> str:
+    """The exact prompt string the engine sees; DPO trains on the same string."""
+    messages = build_messages(text, desc, style)
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages) + "\n\n"
