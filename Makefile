@@ -37,7 +37,7 @@ test-slow: install
 	COEVO_SLOW=1 $(PY) -m pytest
 
 baseline: install
-	$(PY) benchmarks/baseline.py --input ../shared/datasets/bank77.jsonl
+	$(PY) examples/baseline.py --input ../shared/datasets/bank77.jsonl
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

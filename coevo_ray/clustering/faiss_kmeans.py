@@ -54,6 +54,7 @@ class FaissKMeans:
         normalize: bool = True,
         max_points_per_centroid: int | None = None,
         use_gpu: bool | None = None,
+        init: str = "k-means++",
     ) -> None:
         if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
             raise InputError(f"n_clusters must be an integer, got {n_clusters!r}")
@@ -66,6 +67,9 @@ class FaissKMeans:
         self.normalize = normalize
         self.max_points_per_centroid = max_points_per_centroid
         self.use_gpu = use_gpu
+        if init not in ("k-means++", "random"):
+            raise InputError(f"init must be 'k-means++' or 'random', got {init!r}")
+        self.init = init
         self.cluster_centers_: np.ndarray | None = None
         self.labels_: np.ndarray | None = None
         self.distances_: np.ndarray | None = None
@@ -95,7 +99,16 @@ class FaissKMeans:
             max_points_per_centroid=self.max_points_per_centroid or max(n // self.n_clusters + 1, 256),
             min_points_per_centroid=1,
         )
-        km.train(x)
+        init_centroids = None
+        if self.init == "k-means++":
+            # FAISS seeds with random points, which often puts two centroids in one dense region
+            # and never recovers (3 of 5 seeds on four well-separated blobs); scikit-learn's
+            # k-means++ seeding fixes that at O(n·k·d) cost.
+            from sklearn.cluster import kmeans_plusplus
+
+            init_centroids, _ = kmeans_plusplus(x, self.n_clusters, random_state=self.seed)
+            init_centroids = np.ascontiguousarray(init_centroids, dtype=np.float32)
+        km.train(x, init_centroids=init_centroids)
         self.cluster_centers_ = np.asarray(km.centroids, dtype=np.float32).copy()
         self.labels_, self.distances_ = self._search(x)
         return self

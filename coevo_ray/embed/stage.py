@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from coevo_ray.embed.encoder import encode, load_encoder
-from coevo_ray.interpret.stage import StageResources
+from coevo_ray.interpret.stage import StageResources, actor_runtime_env
 
 
 class EmbedUDF:
@@ -42,7 +42,6 @@ def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: s
         compute=ray.data.ActorPoolStrategy(size=resources.actors),
         num_cpus=resources.cpus_per_actor,
         num_gpus=resources.gpus_per_actor,
-        max_restarts=-1,
-        max_task_retries=-1,
+        runtime_env=actor_runtime_env(resources.threads),
         udf_modifying_row_count=False,
     )

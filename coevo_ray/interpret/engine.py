@@ -121,7 +121,7 @@ class TransformersEngine:
     per-request seed), so reruns reproduce them for the same batching.
     """
 
-    def __init__(self, spec: EngineSpec, batch_size: int = 16) -> None:
+    def __init__(self, spec: EngineSpec, batch_size: int = 32) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -57,7 +57,7 @@ def _cut_repetition(text: str) -> tuple[str, bool]:
     for line in text.split("\n"):
         kept: list[str] = []
         for piece in re.split(r"(?<=[.!?])\s+", line):
-            key = re.sub(r"\W+", " ", piece.lower()).strip()
+            key = re.sub(r"\W+", " ", _REASONING.sub("", piece).lower()).strip()
             if key and key in seen and not _KEYWORDS.match(piece):
                 repeated = True
                 continue

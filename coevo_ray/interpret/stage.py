@@ -105,6 +105,15 @@ class StageResources:
     threads: int | None = None
 
 
+def actor_runtime_env(threads: int | None) -> dict:
+    """Process-wide thread count for an actor. Ray sets OMP_NUM_THREADS to the actor's num_cpus;
+    torch.set_num_threads in ``__init__`` only reaches that thread, and vLLM-CPU aborts when its
+    attention metadata (built on another thread) disagrees with the kernel's thread count.
+    Ray Data's actor pools already restart dead actors and retry their batches (max_restarts=-1)."""
+    n = threads or os.cpu_count() or 1
+    return {"env_vars": {"OMP_NUM_THREADS": str(n)}}
+
+
 def interpret_dataset(ds, spec: EngineSpec, settings: GenerationSettings, resources: StageResources):
     """Lazily map a Dataset of ``{id, text}`` to one row per (text, temperature)."""
     import ray
@@ -116,7 +125,5 @@ def interpret_dataset(ds, spec: EngineSpec, settings: GenerationSettings, resour
         compute=ray.data.ActorPoolStrategy(size=resources.actors),
         num_cpus=resources.cpus_per_actor,
         num_gpus=resources.gpus_per_actor,
-        # An actor that dies mid-stage is restarted and its batch retried.
-        max_restarts=-1,
-        max_task_retries=-1,
+        runtime_env=actor_runtime_env(resources.threads),
     )

@@ -1,0 +1,63 @@
+"""Shared fixtures: one Ray session, real models from the offline packs, real benchmark data."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+if not DATASETS.exists():  # CI clones next to shared/; a checkout elsewhere can point at it
+    DATASETS = Path(os.environ.get("COEVO_DATASETS", "../shared/datasets")).resolve()
+
+SLOW = os.environ.get("COEVO_SLOW") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if SLOW:
+        return
+    skip = pytest.mark.skip(reason="slow: set COEVO_SLOW=1 (make test-slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def read_jsonl(name: str, n: int | None = None, seed: int = 0) -> tuple[list[str], list[str]]:
+    path = DATASETS / name
+    if not path.exists():
+        pytest.skip(f"benchmark data not found at {path}")
+    rows = [json.loads(line) for line in path.open()]
+    if n is not None:
+        random.Random(seed).shuffle(rows)
+        rows = rows[:n]
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    from coevo_ray.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    from coevo_ray.models import resolve_model
+
+    return resolve_model("all-minilm-l6-v2")

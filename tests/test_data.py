@@ -1,0 +1,119 @@
+import json
+import logging
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from coevo_ray.data import load_corpus
+from coevo_ray.errors import InputError
+
+
+def test_jsonl_with_labels(tmp_path):
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"text": "hello there", "label": "x"}\n\n{"text": "bye now", "label": "y"}\n')
+    c = load_corpus(f, label_field="label")
+    assert c.texts == ["hello there", "bye now"] and c.labels == ["x", "y"] and c.ids == [0, 1]
+
+
+def test_csv_parquet_txt_and_sequence(tmp_path):
+    (tmp_path / "a.csv").write_text('text,label\n"a, with comma",p\nsecond,q\n')
+    assert load_corpus(tmp_path / "a.csv", label_field="label").texts == ["a, with comma", "second"]
+    pq.write_table(pa.table({"body": ["one", "two"], "y": ["a", "b"]}), tmp_path / "a.parquet")
+    c = load_corpus(tmp_path / "a.parquet", text_field="body", label_field="y")
+    assert c.texts == ["one", "two"] and c.labels == ["a", "b"]
+    (tmp_path / "a.txt").write_text("first line\n\nsecond line\n")
+    assert load_corpus(tmp_path / "a.txt").texts == ["first line", "second line"]
+    assert load_corpus(["p", "q"], labels=[1, 2]).labels == ["1", "2"]
+
+
+def test_ray_dataset_has_stable_ids(ray_session):
+    c = load_corpus(["b", "a", "c"])
+    rows = sorted(c.to_ray_dataset().take_all(), key=lambda r: r["id"])
+    assert [(r["id"], r["text"]) for r in rows] == [(0, "b"), (1, "a"), (2, "c")]
+
+
+def test_empty_corpus():
+    with pytest.raises(InputError, match="empty corpus"):
+        load_corpus([])
+
+
+def test_one_text():
+    with pytest.raises(InputError, match="at least 2"):
+        load_corpus(["only one"])
+
+
+@pytest.mark.parametrize("bad,shown", [(None, "None"), (3, "int"), (b"bytes", "bytes"), (math.nan, "NaN"), (2.5, "float")])
+def test_non_string_text(bad, shown):
+    with pytest.raises(InputError, match=rf"not strings: row 1: {shown}"):
+        load_corpus(["fine", bad, "also fine"])
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t"])
+def test_empty_and_whitespace_texts(blank):
+    with pytest.raises(InputError, match="empty or whitespace only: row 2"):
+        load_corpus(["a", "b", blank])
+
+
+def test_long_text_is_kept_and_truncated_for_models(caplog):
+    big = "word " * 200_000  # 1 MB
+    with caplog.at_level(logging.WARNING):
+        c = load_corpus(["short", big])
+    assert "truncated" in caplog.text and c.stats["truncated"] == 1
+    assert len(c.texts[1]) == len(big) and len(c.model_texts()[1]) == 2000
+
+
+def test_duplicates_are_kept_and_counted(caplog):
+    with caplog.at_level(logging.WARNING):
+        c = load_corpus(["a", "a", "b"])
+    assert len(c) == 3 and c.stats["duplicates"] == 1 and "duplicate" in caplog.text
+
+
+def test_all_identical():
+    with pytest.raises(InputError, match="identical"):
+        load_corpus(["same"] * 5)
+
+
+def test_labels_wrong_length():
+    with pytest.raises(InputError, match="wrong length: 1 labels for 2 texts"):
+        load_corpus(["a", "b"], labels=["x"])
+
+
+def test_non_utf8_file(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(InputError, match="not UTF-8: undecodable byte on line 2"):
+        load_corpus(f)
+
+
+def test_malformed_jsonl_line_number(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"text": "a"}\n{"text": "b"}\n{"text": oops}\n')
+    with pytest.raises(InputError, match="malformed JSON on line 3"):
+        load_corpus(f)
+
+
+def test_missing_text_field(tmp_path):
+    f = tmp_path / "a.jsonl"
+    f.write_text(json.dumps({"text": "a"}) + "\n" + json.dumps({"body": "b"}) + "\n")
+    with pytest.raises(InputError, match="line 2 .* no text field 'text'"):
+        load_corpus(f)
+    with pytest.raises(InputError, match="no column 'text'"):
+        (tmp_path / "b.csv").write_text("body\nx\n")
+        load_corpus(tmp_path / "b.csv")
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_corpus(tmp_path / "nope.jsonl")
+    with pytest.raises(InputError, match="directory"):
+        load_corpus(tmp_path)
+    f = tmp_path / "x.xlsx"
+    f.write_text("x")
+    with pytest.raises(InputError, match="unsupported input format"):
+        load_corpus(f)
+    p = tmp_path / "broken.parquet"
+    p.write_bytes(b"not parquet")
+    with pytest.raises(InputError, match="cannot read Parquet"):
+        load_corpus(p)

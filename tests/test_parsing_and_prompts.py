@@ -1,0 +1,70 @@
+import pytest
+
+from coevo_ray.errors import InputError
+from coevo_ray.interpret import TaskDescription, build_messages, parse_interpretation, render_prompt
+from coevo_ray.interpret.prompts import PAPER_TEMPLATE
+
+
+def test_well_formed_answer():
+    out = parse_interpretation("Reasoning: The user wants to close the account.\nKeywords: account, closure, Account, request")
+    assert out.reasoning == "The user wants to close the account."
+    assert out.keywords == ["account", "closure", "request"]  # de-duplicated case-insensitively
+    assert out.fallback is None and not out.repaired
+    assert out.text == "Reasoning: The user wants to close the account.\nKeywords: account, closure, request"
+
+
+def test_keyword_cap_bullets_and_numbered_lists():
+    assert len(parse_interpretation("Reasoning: r\nKeywords: " + ", ".join(f"k{i}" for i in range(20))).keywords) == 8
+    assert parse_interpretation("Reasoning: r\n\n**Keywords:**\n- card\n- arrival\n- delay\nNote: x").keywords == ["card", "arrival", "delay"]
+    assert parse_interpretation("Reasoning: r\nKeywords: 1. top up 2. card").keywords == ["top up", "card"]
+
+
+def test_runaway_repetition_is_cut():
+    answer = "Reasoning: It is about cards. It is about cards. It is about cards.\nKeywords: card, card, loss"
+    out = parse_interpretation(answer)
+    assert out.reasoning == "It is about cards." and out.keywords == ["card", "loss"] and out.repaired
+
+
+def test_missing_keywords_line_falls_back_to_content_words():
+    out = parse_interpretation("The customer has lost the card and wants the card blocked.")
+    assert out.fallback == "no_keywords_line"
+    assert out.keywords[0] == "card" and "customer" in out.keywords and "the" not in out.keywords
+
+
+def test_empty_answer_uses_source_text():
+    out = parse_interpretation("   ", source_text="Please block my stolen credit card")
+    assert out.fallback == "empty" and "stolen" in out.keywords
+
+
+@pytest.mark.parametrize("junk", ["Keywords:", "Keywords: , ; ,", "\x00\x01", "Reasoning:" * 50])
+def test_never_raises_on_junk(junk):
+    out = parse_interpretation(junk, "source words here")
+    assert isinstance(out.keywords, list)
+
+
+def test_paper_template_is_verbatim():
+    desc = TaskDescription.parse("intent: user intent")
+    msg = build_messages("Please delete my account.", desc, "paper")
+    assert msg == [{"role": "user", "content": PAPER_TEMPLATE.format(task="intent", standard="user intent", text="Please delete my account.")}]
+    content = msg[0]["content"]
+    assert content.startswith("You are very good at natural language understanding.")
+    assert "dissect the text in terms of intent. You need to infer what user intent the text is about." in content
+    assert content.endswith("Reasoning: ...\nKeywords: ...\nText: Please delete my account.")
+    agnostic = build_messages("x", desc, "agnostic")[0]["content"]
+    assert "intent" not in agnostic and agnostic.endswith("Text: x")
+
+
+def test_task_description_validation():
+    with pytest.raises(InputError, match="<task>: <standard>"):
+        TaskDescription.parse("no colon here")
+    with pytest.raises(InputError, match="unknown prompt style"):
+        build_messages("x", TaskDescription("a", "b"), "fancy")
+
+
+def test_rendered_through_the_chat_template(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    prompt = render_prompt(tok, "Please delete my account.", TaskDescription.parse("intent: user intent"), "guided")
+    assert "<|im_start|>user" in prompt and prompt.rstrip().endswith("<|im_start|>assistant")
+    assert "<text>\nPlease delete my account.\n</text>" in prompt

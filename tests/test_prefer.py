@@ -1,0 +1,105 @@
+"""The density-guided selection rule on synthetic embeddings whose answer is known."""
+
+import numpy as np
+import pytest
+
+from coevo_ray.errors import InputError
+from coevo_ray.prefer import PreferenceConfig, averaged_nearest_centroid_distances, choose_winners, sample_pairs
+from coevo_ray.prefer.stage import select_preferences, select_preferences_on_ray
+
+
+def _world(n_per=20, k=4, d=16, c=4, seed=0):
+    """k tight clusters on orthogonal axes. Candidate `best[i]` of text i sits on its cluster's
+    centre; the others are pushed off it by increasing amounts (known order)."""
+    rng = np.random.default_rng(seed)
+    centers = np.eye(k, d) * 1.0
+    labels = np.repeat(np.arange(k), n_per)
+    greedy = centers[labels] + 0.01 * rng.normal(size=(len(labels), d))
+    best = rng.integers(0, c, size=len(labels))
+    cands = np.empty((len(labels), c, d))
+    for i, lab in enumerate(labels):
+        for m in range(c):
+            offset = 0.0 if m == best[i] else 0.3 * (1 + (m - best[i]) % c)
+            direction = np.zeros(d)
+            direction[k + (m % (d - k))] = 1.0
+            cands[i, m] = centers[lab] + offset * direction
+    cands[:, :, :] += 0.001 * rng.normal(size=cands.shape)
+    return greedy.astype(np.float32), cands.astype(np.float32), best, k
+
+
+def test_density_rule_picks_the_candidate_on_the_centroid():
+    greedy, cands, best, k = _world()
+    dist = averaged_nearest_centroid_distances(greedy, cands, k, n_runs=5)
+    assert dist.shape == cands.shape[:2]
+    np.testing.assert_array_equal(choose_winners(dist), best)
+
+
+def test_distance_is_averaged_over_runs_and_deterministic():
+    greedy, cands, _, k = _world(seed=1)
+    a = averaged_nearest_centroid_distances(greedy, cands, k + 2, n_runs=3)
+    b = averaged_nearest_centroid_distances(greedy, cands, k + 2, n_runs=3)
+    np.testing.assert_array_equal(a, b)
+    single = [averaged_nearest_centroid_distances(greedy, cands, k + 2, n_runs=1, seed_offset=s) for s in range(3)]
+    np.testing.assert_allclose(a, np.mean(single, axis=0), rtol=1e-6)
+
+
+def test_ties_go_to_the_greedy_candidate():
+    dist = np.array([[0.5, 0.5, 0.7], [0.9, 0.2, 0.2]])
+    np.testing.assert_array_equal(choose_winners(dist), [0, 1])
+
+
+def test_single_sampled_candidate_m_equals_one():
+    greedy, cands, best, k = _world(c=2)
+    dist = averaged_nearest_centroid_distances(greedy, cands, k, n_runs=2)
+    winners = choose_winners(dist)
+    np.testing.assert_array_equal(winners, best)
+    pairs = sample_pairs(winners, 2, max_pairs=10_000)
+    assert len(pairs) == len(winners)  # exactly one pair per text
+    assert (pairs[:, 1] != pairs[:, 2]).all() and (pairs[:, 1] == winners[pairs[:, 0]]).all()
+
+
+def test_all_pairs_when_under_the_cap():
+    winners = np.array([0, 2, 1])
+    pairs = sample_pairs(winners, 3, max_pairs=100)
+    expected = {(0, 0, 1), (0, 0, 2), (1, 2, 0), (1, 2, 1), (2, 1, 0), (2, 1, 2)}
+    assert {tuple(p) for p in pairs} == expected
+
+
+def test_pair_cap_samples_without_replacement_and_is_seeded():
+    winners = np.random.default_rng(0).integers(0, 4, size=5000)  # 15,000 possible pairs
+    a = sample_pairs(winners, 4, max_pairs=1000, seed=3)
+    b = sample_pairs(winners, 4, max_pairs=1000, seed=3)
+    c = sample_pairs(winners, 4, max_pairs=1000, seed=4)
+    assert len(a) == 1000 and len({tuple(p) for p in a}) == 1000
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert (a[:, 1] == winners[a[:, 0]]).all() and (a[:, 1] != a[:, 2]).all()
+
+
+def test_random_rule_is_seeded_and_not_density():
+    dist = np.tile([0.0, 1.0, 2.0, 3.0], (200, 1))
+    r = choose_winners(dist, "random", seed=5)
+    np.testing.assert_array_equal(r, choose_winners(dist, "random", seed=5))
+    assert len(set(r)) == 4
+
+
+def test_bad_configuration():
+    with pytest.raises(InputError, match="unknown preference rule"):
+        PreferenceConfig(rule="best")
+    with pytest.raises(InputError, match="at least 2 candidates"):
+        sample_pairs(np.zeros(3, dtype=int), 1, 10)
+
+
+def test_select_preferences_as_a_ray_task_writes_pairs(ray_session):
+    greedy, cands, best, k = _world(n_per=5)
+    n, c = cands.shape[:2]
+    texts = [f"text {i}" for i in range(n)]
+    cand_texts = [[f"interp {i}.{m}" for m in range(c)] for i in range(n)]
+    cand_texts[0][1] = cand_texts[0][best[0]]  # an identical rejected text → the pair is dropped
+    pairs, distances = select_preferences_on_ray(np.arange(n), texts, cand_texts, cands, k,
+                                                 PreferenceConfig(n_runs=3, max_pairs=1000), 0)
+    assert distances.num_rows == n * c
+    assert pairs.num_rows == n * (c - 1) - (1 if best[0] != 1 else 0)
+    rows = pairs.to_pylist()
+    assert all(r["chosen"] == cand_texts[r["id"]][best[r["id"]]] for r in rows)
+    assert all(r["chosen_distance"] <= r["rejected_distance"] for r in rows)
