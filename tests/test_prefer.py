@@ -91,8 +91,10 @@ def test_bad_configuration():
 
 
 def test_select_preferences_as_a_ray_task_writes_pairs(ray_session):
-    greedy, cands, best, k = _world(n_per=5)
+    _, cands, _, k = _world(n_per=5)
     n, c = cands.shape[:2]
+    # In the pipeline the centroids come from candidate 0 (the greedy interpretation) itself.
+    best = choose_winners(averaged_nearest_centroid_distances(cands[:, 0], cands, k, n_runs=3))
     texts = [f"text {i}" for i in range(n)]
     cand_texts = [[f"interp {i}.{m}" for m in range(c)] for i in range(n)]
     cand_texts[0][1] = cand_texts[0][best[0]]  # an identical rejected text → the pair is dropped
