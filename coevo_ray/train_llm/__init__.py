@@ -1,0 +1,6 @@
+"""Step 4 — train LLM: DPO on the density-guided pairs (TRL on Ray Train)."""
+
+from coevo_ray.train_llm.dpo_config import LLMTrainConfig
+from coevo_ray.train_llm.dpo_trainer import train_dpo
+
+__all__ = ["LLMTrainConfig", "train_dpo"]

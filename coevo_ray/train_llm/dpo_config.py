@@ -1,0 +1,30 @@
+"""DPO settings. Every paper value is set explicitly: TRL's own defaults differ (lr 1e-6,
+beta 0.1, bf16 on, gradient checkpointing on)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LLMTrainConfig:
+    learning_rate: float = 1e-5  # paper A.1 (TRL default 1e-6)
+    beta: float = 0.25  # paper A.1 (TRL default 0.1)
+    per_device_batch_size: int = 4  # paper A.1: batch 4 (per worker here)
+    lora_r: int = 64  # paper A.1
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 caps the steps (tests, quick profiles)
+    max_length: int = 512
+    gradient_checkpointing: bool = False  # TRL default True; off: small models, CPU
+    bf16: bool = False  # TRL default on; CPU training stays fp32
+    # None: DeepSpeed ZeRO-2 on GPU workers, off on CPU (it works there on gloo but is slower).
+    deepspeed: bool | None = None
+    num_workers: int | None = None  # None: one per GPU, or 2 CPU workers on a CPU cluster
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1
+    seed: int = 0
+    logging_steps: int = 1
+    extra_dpo_args: dict = field(default_factory=dict)

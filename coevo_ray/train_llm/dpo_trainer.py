@@ -1,0 +1,191 @@
+"""Step 4 of the pipeline: DPO of the LLM with a LoRA adapter, TRL's DPOTrainer inside Ray Train.
+
+The reference model is the adapter-disabled base (TRL does this when given a PEFT config), so
+there is no second copy of the weights in memory. Rank 0 reports the adapter as a Ray Train
+checkpoint together with the DPO metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from coevo_ray.train_llm.dpo_config import LLMTrainConfig
+
+logger = logging.getLogger(__name__)
+
+DPO_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+ZERO2 = {
+    "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True},
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+    "bf16": {"enabled": "auto"},
+    # No "optimizer" block: on CPU it would JIT-compile cpu_adam for minutes; HF's AdamW is used.
+}
+
+
+def adapter_digest(model) -> str:
+    """A hash of the LoRA parameters, to compare ranks and before/after."""
+    digest = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if "lora_" in name:
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    cfg = LLMTrainConfig(**config["train"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    use_gpu = torch.cuda.is_available()
+    torch.manual_seed(cfg.seed)
+    tok = AutoTokenizer.from_pretrained(config["model_dir"])
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        config["model_dir"], dtype=torch.bfloat16 if (use_gpu and cfg.bf16) else torch.float32
+    )
+    pairs = config["pairs"]
+    data = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["chosen"], "rejected": pairs["rejected"]})
+    use_ds = cfg.deepspeed if cfg.deepspeed is not None else use_gpu
+    out_dir = tempfile.mkdtemp(prefix="coevo-dpo-")
+    args = DPOConfig(
+        output_dir=out_dir,
+        learning_rate=cfg.learning_rate,
+        beta=cfg.beta,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_eval_batch_size=cfg.per_device_batch_size,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        max_length=cfg.max_length,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=bool(use_gpu and cfg.bf16),
+        # Without use_cpu, accelerate on CPU sees one process and DeepSpeed's batch check fails.
+        use_cpu=not use_gpu,
+        deepspeed=ZERO2 if use_ds else None,
+        optim="adamw_torch",  # the paper's Adam(W); explicit so DeepSpeed does not build its own
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        **cfg.extra_dpo_args,
+    )
+    peft_config = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
+    )
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, eval_dataset=data if config.get("evaluate") else None,
+                         processing_class=tok, peft_config=peft_config)
+    initial_digest = adapter_digest(trainer.model)
+    # No evaluate() before train(): it makes HF's Trainer skip the DDP wrap, and the ranks then
+    # train apart (seen here: different adapters on the two ranks).
+    trainer.train()
+    final_digest = adapter_digest(trainer.model)
+    before, after = {}, {}
+    if config.get("evaluate"):
+        after = trainer.evaluate()
+        # The initial policy is the base model (PEFT initialises lora_B to zero), so "before
+        # training" is measured with the adapter disabled.
+        with trainer.model.disable_adapter():
+            before = trainer.evaluate()
+    logs = [e for e in trainer.state.log_history if "loss" in e and "eval_loss" not in e]
+    metrics: dict[str, Any] = {"steps": trainer.state.global_step, "rank_digest": final_digest,
+                               "world_size": trainer.args.world_size,
+                               "distributed_type": str(trainer.accelerator.distributed_type),
+                               "initial_digest": initial_digest}
+    for key in DPO_METRICS:
+        values = [e[key] for e in logs if key in e]
+        if values:
+            metrics[key] = float(sum(values) / len(values))
+            metrics[f"final_{key}"] = float(values[-1])
+    for prefix, ev in (("before", before), ("after", after)):
+        for key, value in ev.items():
+            if key.startswith("eval_rewards") or key == "eval_loss":
+                metrics[f"{prefix}/{key[5:]}"] = float(value)
+    if config.get("digest_dir"):
+        Path(config["digest_dir"], f"rank{rank}.json").write_text(json.dumps(
+            {"initial": initial_digest, "final": final_digest}))
+    checkpoint = None
+    if rank == 0:
+        adapter_dir = Path(out_dir) / "adapter"
+        trainer.model.save_pretrained(adapter_dir)
+        (adapter_dir / "dpo_metrics.json").write_text(json.dumps(metrics, indent=2))
+        checkpoint = ray.train.Checkpoint.from_directory(str(adapter_dir))
+    ray.train.report(metrics, checkpoint=checkpoint)
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def scaling_for_cluster(cfg: LLMTrainConfig):
+    """GPU workers when the cluster has GPUs, otherwise CPU workers (2 by default)."""
+    from ray.train import ScalingConfig
+
+    from coevo_ray.runtime import cluster_gpus
+
+    gpus = cluster_gpus()
+    if gpus > 0:
+        return ScalingConfig(num_workers=cfg.num_workers or gpus, use_gpu=True)
+    return ScalingConfig(num_workers=cfg.num_workers or 2, use_gpu=False,
+                         resources_per_worker={"CPU": cfg.cpus_per_worker})
+
+
+def train_dpo(
+    model_dir: str,
+    pairs: dict[str, list[str]],
+    out_dir: str | os.PathLike,
+    cfg: LLMTrainConfig,
+    storage_path: str | None = None,
+    evaluate: bool = False,
+    digest_dir: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train a LoRA adapter on ``pairs`` (prompt/chosen/rejected); copy it to ``out_dir``."""
+    from ray.train import FailureConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not pairs["prompt"]:
+        raise ValueError("no preference pairs to train on")
+    storage = storage_path or tempfile.mkdtemp(prefix="coevo-train-")
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"model_dir": str(model_dir), "pairs": pairs, "train": asdict(cfg),
+                           "evaluate": evaluate, "digest_dir": digest_dir},
+        scaling_config=scaling_for_cluster(cfg),
+        torch_config=TorchConfig(backend="nccl" if cluster_has_gpu() else "gloo"),
+        run_config=RunConfig(name=f"dpo-{os.getpid()}-{len(pairs['prompt'])}", storage_path=storage,
+                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError("DPO finished without reporting an adapter checkpoint")
+    out = Path(out_dir)
+    with result.checkpoint.as_directory() as ckpt:
+        shutil.copytree(ckpt, out, dirs_exist_ok=True)
+    return out, dict(result.metrics or {})
+
+
+def cluster_has_gpu() -> bool:
+    from coevo_ray.runtime import cluster_gpus
+
+    return cluster_gpus() > 0

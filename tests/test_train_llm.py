@@ -1,0 +1,54 @@
+"""DPO with TRL on 2 Ray Train CPU workers, SmolLM2-135M + LoRA; the adapter feeds vLLM actors."""
+
+import json
+
+import pytest
+
+from coevo_ray.interpret import EngineSpec, GenerationSettings, TaskDescription, interpret_dataset, render_prompt
+from coevo_ray.interpret.stage import StageResources
+from coevo_ray.data import load_corpus
+from coevo_ray.train_llm import LLMTrainConfig, train_dpo
+from tests.conftest import read_jsonl
+
+TASK = "intent: user intent"
+
+
+def _pairs(model_dir, n=8):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    texts, labels = read_jsonl("bank77.jsonl", n=n, seed=5)
+    desc = TaskDescription.parse(TASK)
+    return {
+        "prompt": [render_prompt(tok, t, desc, "guided") for t in texts],
+        "chosen": [f"Reasoning: The customer asks about {y}.\nKeywords: {y}, banking, request" for y in labels],
+        "rejected": ["Reasoning: I'm ready to assist with any text analysis task.\nKeywords: text, analysis, task"] * n,
+    }, texts
+
+
+def test_dpo_on_two_workers_learns_and_changes_vllm_output(ray_session, smollm2_dir, tmp_path):
+    pairs, texts = _pairs(smollm2_dir)
+    # A larger lr than the paper's 1e-5 so that 4 steps move greedy outputs visibly.
+    cfg = LLMTrainConfig(max_steps=4, per_device_batch_size=2, learning_rate=1e-3, num_workers=2, max_length=384)
+    digests = tmp_path / "digests"
+    digests.mkdir()
+    adapter, metrics = train_dpo(str(smollm2_dir), pairs, tmp_path / "adapter", cfg,
+                                 storage_path=str(tmp_path / "ray"), evaluate=True, digest_dir=str(digests))
+    print("\nDPO metrics:", json.dumps(metrics, indent=1))
+    assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 64
+    ranks = [json.loads((digests / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["final"] == ranks[1]["final"], "DDP ranks ended with different adapters"
+    assert ranks[0]["final"] != ranks[0]["initial"], "training did not change the adapter"
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+        assert key in metrics
+    # Learning: the mean reward margin on the fixed preference set grows (zero before: LoRA B = 0).
+    assert metrics["after/rewards/margins"] > metrics["before/rewards/margins"]
+
+    ds = load_corpus(texts[:4]).to_ray_dataset()
+    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=20)
+    base = interpret_dataset(ds, EngineSpec(model_dir=str(smollm2_dir)), settings, StageResources()).take_all()
+    tuned = interpret_dataset(ds, EngineSpec(model_dir=str(smollm2_dir), adapter_dir=str(adapter)), settings,
+                              StageResources()).take_all()
+    key = lambda r: r["id"]
+    assert [r["raw"] for r in sorted(base, key=key)] != [r["raw"] for r in sorted(tuned, key=key)]
