@@ -47,7 +47,7 @@ def test_fit_iteration0_with_vllm_actors(ray_session, tmp_path):
 def test_fit_iteration0_with_transformers_engine(ray_session, tmp_path):
     texts, labels = read_jsonl("bank77.jsonl", n=200)
     model = CoEvolver(task=TASK, n_clusters=len(set(labels)), output_dir=str(tmp_path),
-                      interpret={"max_tokens": 48, "backend": "transformers"})
+                      interpret={"max_tokens": 32, "backend": "transformers"})
     model.fit(texts, labels=labels)
     _check_fit(model, 200, tmp_path)
 
