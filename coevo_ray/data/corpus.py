@@ -115,7 +115,7 @@ def validate_texts(
 
 def _read_jsonl(path: Path, text_field: str, label_field: str | None):
     texts, labels, where = [], [], []
-    with _open_text(path) as fh:
+    with _Utf8Reader(path) as fh:
         for lineno, line in _lines(fh, path):
             if not line.strip():
                 continue
@@ -159,10 +159,6 @@ class _Utf8Reader:
         self.fh.close()
 
 
-def _open_text(path: Path) -> _Utf8Reader:
-    return _Utf8Reader(path)
-
-
 def _lines(fh, path: Path) -> Iterable[tuple[int, str]]:
     for lineno, raw in enumerate(fh, start=1):
         try:
@@ -173,7 +169,7 @@ def _lines(fh, path: Path) -> Iterable[tuple[int, str]]:
 
 def _read_txt(path: Path):
     texts, where = [], []
-    with _open_text(path) as fh:
+    with _Utf8Reader(path) as fh:
         for lineno, line in _lines(fh, path):
             if line.strip():
                 texts.append(line)
@@ -183,7 +179,7 @@ def _read_txt(path: Path):
 
 def _read_csv(path: Path, text_field: str, label_field: str | None):
     texts, labels, where = [], [], []
-    with _open_text(path) as fh:
+    with _Utf8Reader(path) as fh:
         decoded = (line for _, line in _lines(fh, path))
         reader = csv.DictReader(decoded)
         if reader.fieldnames is None or text_field not in reader.fieldnames:
