@@ -36,12 +36,17 @@ def test_cluster_script_as_ray_job(tmp_path, monkeypatch):
     env.pop("RAY_ADDRESS", None)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # for the SDK client below
     port, dash = _free_port(), _free_port()
+    # Every port explicit: the test session's own Ray (ray.init) already holds the defaults, and
+    # a head whose dashboard agent cannot bind never registers ("No available agent").
+    extra_ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     temp_dir = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths are length-limited
     ray = [os.path.join(bindir, "ray")]
     start_log = open(tmp_path / "ray-start.log", "w")
     subprocess.run(ray + ["start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
                           f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
-                          f"--temp-dir={temp_dir}"],
+                          f"--temp-dir={temp_dir}", *extra_ports],
                    # A file, not a pipe: the daemons inherit these handles and block once a pipe fills.
                    check=True, env=env, stdout=start_log, stderr=subprocess.STDOUT, timeout=180)
     try:
@@ -75,6 +80,7 @@ def test_cluster_script_as_ray_job(tmp_path, monkeypatch):
             if sub.returncode == 0 or status():
                 break
             time.sleep(3)
+        assert status(), f"job never accepted: {sub.stdout[-2000:]} {sub.stderr[-2000:]}"
         deadline = time.time() + 900
         while status() not in ("SUCCEEDED", "FAILED", "STOPPED") and time.time() < deadline:
             time.sleep(5)
