@@ -44,6 +44,9 @@ def test_cluster_script_as_ray_job(tmp_path, monkeypatch):
     temp_dir = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths are length-limited
     ray = [os.path.join(bindir, "ray")]
     start_log = open(tmp_path / "ray-start.log", "w")
+    # Creates ~/.ray/auth_token only when none exists (a fresh machine that never ran Ray).
+    subprocess.run(ray + ["get-auth-token", "--generate"], env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60)
     subprocess.run(ray + ["start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
                           f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
                           f"--temp-dir={temp_dir}", *extra_ports],
