@@ -5,7 +5,7 @@ import pytest
 
 from coevo_ray.errors import InputError
 from coevo_ray.prefer import PreferenceConfig, averaged_nearest_centroid_distances, choose_winners, sample_pairs
-from coevo_ray.prefer.stage import select_preferences, select_preferences_on_ray
+from coevo_ray.prefer.stage import select_preferences_on_ray
 
 
 def _world(n_per=20, k=4, d=16, c=4, seed=0):

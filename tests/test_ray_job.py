@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -11,7 +10,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import read_jsonl
 

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from coevo_ray.interpret import EngineSpec, GenerationSettings, TaskDescription, interpret_dataset, render_prompt
 from coevo_ray.interpret.stage import StageResources
