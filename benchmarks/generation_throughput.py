@@ -13,52 +13,19 @@ figure. Results go to benchmarks/results/generation_throughput.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _texts(n: int) -> list[str]:
-    path = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bank77.jsonl"
-    rows = [json.loads(line) for line in path.open()]
-    return [r["text"] for r in rows[:: max(1, len(rows) // n)][:n]]
-
-
-def _tokens(tok, outputs: list[str]) -> int:
-    return sum(len(tok(o, add_special_tokens=False)["input_ids"]) for o in outputs)
-
-
-def _in_process(spec, settings, texts, batch_size):
-    import numpy as np
-
-    from coevo_ray.interpret.stage import InterpretUDF
-
-    t0 = time.perf_counter()
-    udf = InterpretUDF(spec, settings)
-    start_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    raw: list[str] = []
-    for i in range(0, len(texts), batch_size):
-        chunk = texts[i : i + batch_size]
-        out = udf({"id": np.arange(i, i + len(chunk)), "text": np.array(chunk, dtype=object)})
-        raw.extend(out["raw"])
-    return raw, start_s, time.perf_counter() - t1, udf.engine.tokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import count_tokens, generate_in_process, generation_parser, machine, texts as read_texts, write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=100)
-    p.add_argument("--max-tokens", type=int, default=48)
+    p = generation_parser(__doc__, n=100)
     p.add_argument("--temperatures", default="0")
     p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--llm", default="smollm2-135m-instruct")
-    p.add_argument("--dtype", default="float32")
     args = p.parse_args(argv)
 
     import ray
@@ -68,7 +35,7 @@ def main(argv=None) -> int:
     from coevo_ray.models import resolve_model
 
     model_dir = str(resolve_model(args.llm))
-    texts = _texts(args.n)
+    texts = read_texts(args.n)
     temps = tuple(float(t) for t in args.temperatures.split(","))
     settings = GenerationSettings(task="intent: user intent", temperatures=temps, max_tokens=args.max_tokens)
     vllm_spec = EngineSpec(model_dir=model_dir, dtype=args.dtype)
@@ -84,14 +51,14 @@ def main(argv=None) -> int:
     rows.sort(key=lambda r: (r["id"], r["candidate"]))
     ray_raw = [r["raw"] for r in rows]
 
-    v_raw, v_start, v_gen, tok = _in_process(vllm_spec, settings, texts, args.batch_size)
-    v_tokens = _tokens(tok, v_raw)
-    ray_tokens = _tokens(tok, ray_raw)
-    h_raw, h_start, h_gen, _ = _in_process(hf_spec, settings, texts, args.batch_size)
-    h_tokens = _tokens(tok, h_raw)
+    v_raw, v_start, v_gen, tok = generate_in_process(vllm_spec, settings, texts, args.batch_size)
+    v_tokens = count_tokens(tok, v_raw)
+    ray_tokens = count_tokens(tok, ray_raw)
+    h_raw, h_start, h_gen, _ = generate_in_process(hf_spec, settings, texts, args.batch_size)
+    h_tokens = count_tokens(tok, h_raw)
 
     result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "settings": {"n_texts": len(texts), "temperatures": temps, "max_tokens": args.max_tokens,
                      "batch_size": args.batch_size, "llm": args.llm, "dtype": args.dtype},
         "vllm_in_process": {"start_s": round(v_start, 1), "gen_s": round(v_gen, 1), "tokens": v_tokens,
@@ -109,9 +76,7 @@ def main(argv=None) -> int:
         "ray_data_vs_in_process_start_corrected": round(result["vllm_ray_data"]["tok_s_start_corrected"] / result["vllm_in_process"]["tok_s"], 3),
         "vllm_vs_transformers": round(result["vllm_in_process"]["tok_s"] / result["transformers_in_process"]["tok_s"], 3),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "generation_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result("generation_throughput.json", result)
     return 0
 
 

@@ -10,6 +10,10 @@ from coevo_ray.data.corpus import DEFAULT_MAX_TEXT_CHARS
 from coevo_ray.errors import InputError
 from coevo_ray.interpret.prompts import PROMPT_STYLES
 from coevo_ray.interpret.stage import StageResources
+from coevo_ray.prefer.density import PreferenceConfig
+from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
+from coevo_ray.train_llm.dpo_config import LLMTrainConfig
+from coevo_ray.train_llm.merge import ADAPTER_SERVING
 
 REPRESENTATIONS = ("interpretation", "text", "concat")
 
@@ -31,6 +35,9 @@ class InterpretConfig:
     kv_cache_gib: int = 2
     repetition_penalty: float = 1.0
     max_lora_rank: int = 64
+    # How iterations >= 1 serve the DPO-trained LLM: "auto" = merged weights on CPU clusters
+    # (a runtime LoRA is ~7-16x slower on vLLM-CPU), vLLM LoRARequest on GPUs; or force one.
+    adapter_serving: str = "auto"
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     resources: StageResources = field(default_factory=lambda: StageResources(batch_size=64))
 
@@ -47,6 +54,8 @@ class InterpretConfig:
             raise InputError(f"unknown prompt style {self.prompt_style!r}; choose one of {PROMPT_STYLES}")
         if self.max_tokens < 1:
             raise InputError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.adapter_serving not in ADAPTER_SERVING:
+            raise InputError(f"adapter_serving must be one of {ADAPTER_SERVING}, got {self.adapter_serving!r}")
 
 
 @dataclass
@@ -69,22 +78,36 @@ class ClusterConfig:
     normalize: bool = True
     niter: int = 25
     eval_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # paper: mean over 5 KMeans seeds
+    # representation="concat": [E(interpretation), w·E(text)], both L2-normalised. 1.0 is the
+    # Keyphrase baseline; w > 1 leans on the text when a small LLM drifts off it.
+    text_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.text_weight < 0:
+            raise InputError(f"text_weight must be >= 0, got {self.text_weight}")
+
+
+SECTIONS = {"interpret": InterpretConfig, "embed": EmbedConfig, "cluster": ClusterConfig,
+            "prefer": PreferenceConfig, "train_llm": LLMTrainConfig, "train_embedder": EmbedderTrainConfig}
 
 
 @dataclass
 class CoEvolverConfig:
     task: str
     n_clusters: int
-    iterations: int = 0
+    iterations: int = 2  # paper A.1: "we generally perform 2 iterations"
     representation: str = "interpretation"
     seed: int = 0
     output_dir: str | None = None
     interpret: InterpretConfig = field(default_factory=InterpretConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    prefer: PreferenceConfig = field(default_factory=PreferenceConfig)
+    train_llm: LLMTrainConfig = field(default_factory=LLMTrainConfig)
+    train_embedder: EmbedderTrainConfig = field(default_factory=EmbedderTrainConfig)
 
     def __post_init__(self) -> None:
-        for name, cls in (("interpret", InterpretConfig), ("embed", EmbedConfig), ("cluster", ClusterConfig)):
+        for name, cls in SECTIONS.items():
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, cls(**value))
@@ -97,6 +120,9 @@ class CoEvolverConfig:
             raise InputError(f"n_clusters must be at least 2, got {k}")
         if not isinstance(self.iterations, int) or self.iterations < 0:
             raise InputError(f"iterations must be a non-negative integer, got {self.iterations!r}")
+        if self.iterations > 0 and len(self.interpret.temperatures) < 2:
+            raise InputError("iterations >= 1 need at least 2 temperatures (the greedy one and a sampled one) "
+                             "to form preference pairs")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

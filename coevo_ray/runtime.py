@@ -36,3 +36,47 @@ def actor_threads(requested: int | None = None) -> int:
     n = requested or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
+
+
+def train_scaling(num_workers: int | None, cpus_per_worker: float):
+    """Ray Train layout from what the cluster reports: one worker per GPU (NCCL) when there are
+    GPUs, otherwise CPU workers on gloo (2 by default: DDP is exercised even on a laptop)."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig
+
+    gpus = cluster_gpus()
+    if gpus > 0:
+        return ScalingConfig(num_workers=num_workers or gpus, use_gpu=True), TorchConfig(backend="nccl")
+    return (ScalingConfig(num_workers=num_workers or 2, use_gpu=False,
+                          resources_per_worker={"CPU": cpus_per_worker}),
+            TorchConfig(backend="gloo"))
+
+
+def wait_for_cpus(needed: float, timeout_s: float = 60.0) -> None:
+    """Training after a Ray Data stage: its actor pool is torn down asynchronously, and Train
+    workers that start while a vLLM actor still holds a core would wait or oversubscribe."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0) < needed and time.monotonic() < deadline:
+        time.sleep(0.5)
+    free = ray.available_resources().get("CPU", 0)
+    if free < needed:
+        logger.warning("only %.1f CPUs free after %.0f s (need %.1f); training may wait for actors", free,
+                       timeout_s, needed)
+
+
+def fit_and_export(trainer, out_dir, what: str):
+    """Run a Ray Train trainer and copy its final checkpoint to ``out_dir``; return its metrics."""
+    import shutil
+    from pathlib import Path
+
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{what} finished without reporting a checkpoint")
+    out = Path(out_dir)
+    with result.checkpoint.as_directory() as ckpt:
+        shutil.copytree(ckpt, out, dirs_exist_ok=True)
+    return out, dict(result.metrics or {})

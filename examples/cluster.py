@@ -2,7 +2,8 @@
 """Cluster a corpus with coevo_ray from the command line.
 
 With no arguments it clusters the bundled demo (240 customer-support requests, 10 intents) with
-the offline default models. The same script runs as a Ray job:
+the offline default models and the ``quick`` profile (one co-evolution iteration sized for a
+laptop CPU); ``--profile paper`` runs the paper's settings. The same script runs as a Ray job:
 
     ray job submit --working-dir . -- python examples/cluster.py --output-dir /tmp/coevo-demo
 """
@@ -30,8 +31,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=None, help="number of clusters")
     p.add_argument("--llm", default="smollm2-135m-instruct", help="model alias, local directory or HF id")
     p.add_argument("--embedder", default="all-minilm-l6-v2", help="model alias, local directory or HF id")
-    p.add_argument("--iterations", type=int, default=0)
+    p.add_argument("--profile", default="quick", choices=("quick", "paper"),
+                   help="quick: 1 iteration, 2 candidates, short outputs; paper: the paper's settings")
+    p.add_argument("--iterations", type=int, default=None, help="co-evolution iterations (overrides the profile)")
+    p.add_argument("--max-pairs", type=int, default=None, help="cap on DPO pairs per iteration (overrides the profile)")
+    p.add_argument("--sample", type=int, default=None, help="cluster a seeded random sample of this many texts")
     p.add_argument("--representation", default="interpretation", choices=("interpretation", "text", "concat"))
+    p.add_argument("--text-weight", type=float, default=1.0,
+                   help="with --representation concat: weight of the raw-text embedding")
     p.add_argument("--prompt-style", default="guided", choices=("paper", "agnostic", "guided"))
     p.add_argument("--backend", default="vllm", choices=("vllm", "transformers"))
     p.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,0.5,1.0,1.5")
@@ -51,6 +58,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from coevo_ray import CoEvolver, StageResources, load_corpus
     from coevo_ray.errors import CoEvoError
+    from coevo_ray.profiles import profile_settings
     from coevo_ray.runtime import ensure_ray
 
     demo = args.input is None
@@ -62,11 +70,14 @@ def main(argv=None) -> int:
         return 2
     try:
         corpus = load_corpus(path, text_field=args.text_field, label_field=label_field)
+        if args.sample:
+            corpus = corpus.sample(args.sample, seed=args.seed)
         k = args.k or corpus.n_classes
         if k is None:
             print("error: --k is required when the input has no labels", file=sys.stderr)
             return 2
-        interpret = {"llm": args.llm, "backend": args.backend, "prompt_style": args.prompt_style,
+        settings = profile_settings(args.profile)
+        interpret = {**settings.pop("interpret", {}), "llm": args.llm, "backend": args.backend, "prompt_style": args.prompt_style,
                      "resources": StageResources(actors=args.gen_actors, batch_size=args.gen_batch_size,
                                                  gpus_per_actor=args.gpus_per_actor)}
         if args.temperatures:
@@ -76,19 +87,26 @@ def main(argv=None) -> int:
         embed = {"embedder": args.embedder,
                  "resources": StageResources(actors=args.embed_actors, batch_size=256, gpus_per_actor=args.gpus_per_actor)}
         ensure_ray(args.ray_address)
-        model = CoEvolver(task=task, n_clusters=k, iterations=args.iterations, seed=args.seed,
-                          representation=args.representation, output_dir=args.output_dir,
-                          interpret=interpret, embed=embed)
+        if args.iterations is not None:
+            settings["iterations"] = args.iterations
+        if args.max_pairs is not None:
+            settings["prefer"] = {**settings.get("prefer", {}), "max_pairs": args.max_pairs}
+        model = CoEvolver(task=task, n_clusters=k, seed=args.seed, representation=args.representation,
+                          output_dir=args.output_dir, interpret=interpret, embed=embed,
+                          cluster={"text_weight": args.text_weight}, **settings)
         start = time.perf_counter()
         model.fit(corpus)
     except CoEvoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for entry in model.history_:
+        guard = entry["on_text"]
+        on_text = f"on-text cos {guard['matched']:.2f} vs {guard['shuffled']:.2f} shuffled"
         if "acc" in entry:
-            print(f"iteration {entry['iteration']}: ACC {entry['acc']:.2f} NMI {entry['nmi']:.2f} ARI {entry['ari']:.2f}")
+            print(f"iteration {entry['iteration']}: ACC {entry['acc']:.2f} NMI {entry['nmi']:.2f} "
+                  f"ARI {entry['ari']:.2f} ({on_text})")
         else:
-            print(f"iteration {entry['iteration']}: done (no labels, no metrics)")
+            print(f"iteration {entry['iteration']}: done, no labels ({on_text})")
     print(f"{len(corpus)} texts -> {k} clusters in {time.perf_counter() - start:.1f} s; "
           f"outputs in {Path(model.run_dir_)} (assignments.jsonl, summary.json)")
     return 0

@@ -117,3 +117,13 @@ def test_unreadable_and_missing_files(tmp_path):
     p.write_bytes(b"not parquet")
     with pytest.raises(InputError, match="cannot read Parquet"):
         load_corpus(p)
+
+
+def test_corpus_sample_is_seeded_and_keeps_labels_aligned():
+    corpus = load_corpus([f"text {i}" for i in range(50)], labels=[f"l{i}" for i in range(50)])
+    a, b = corpus.sample(10, seed=1), corpus.sample(10, seed=1)
+    assert a.texts == b.texts and len(a) == 10 and a.texts != corpus.sample(10, seed=2).texts
+    assert all(t.split()[1] == y[1:] for t, y in zip(a.texts, a.labels))
+    assert corpus.sample(500) is corpus
+    with pytest.raises(InputError, match="sample size"):
+        corpus.sample(0)

@@ -7,6 +7,7 @@ import pytest
 from coevo_ray import CoEvolver, StageResources
 from coevo_ray.interpret import EngineSpec, GenerationSettings, interpret_dataset
 from coevo_ray.data import load_corpus
+from coevo_ray.train_llm.lora import random_lora_adapter
 from tests.conftest import read_jsonl
 
 TASK = "intent: user intent"
@@ -32,23 +33,29 @@ def _check_fit(model, n, out_dir):
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["history"][0]["acc"] == pytest.approx(entry["acc"])
     stages = sorted(p.name.rsplit("-", 1)[0] for p in (out_dir / "stages").iterdir())
-    assert stages == ["iter0-embed-interpretations", "iter0-interpret"]
+    assert stages == ["iter0-embed-interpretations-final", "iter0-interpret"]
 
 
 def test_fit_iteration0_with_vllm_actors(ray_session, tmp_path):
     texts, labels = read_jsonl("bank77.jsonl", n=200)
     k = len(set(labels))
-    model = CoEvolver(task=TASK, n_clusters=k, output_dir=str(tmp_path), interpret={"max_tokens": 48})
+    model = CoEvolver(task=TASK, n_clusters=k, output_dir=str(tmp_path), interpret={"max_tokens": 48},
+                      iterations=0, train_embedder={"enabled": False})
     model.fit(texts, labels=labels)
     _check_fit(model, 200, tmp_path)
 
 
-def test_fit_iteration0_with_transformers_engine(ray_session, tmp_path):
-    texts, labels = read_jsonl("bank77.jsonl", n=200)
-    model = CoEvolver(task=TASK, n_clusters=len(set(labels)), output_dir=str(tmp_path),
-                      interpret={"max_tokens": 32, "backend": "transformers"})
-    model.fit(texts, labels=labels)
-    _check_fit(model, 200, tmp_path)
+def test_transformers_engine_agrees_with_vllm(ray_session, smollm2_dir):
+    """The fallback engine is the same model: fp32 greedy outputs match vLLM's token for token
+    (allowing one prompt to diverge on a near-tie)."""
+    texts, _ = read_jsonl("bank77.jsonl", n=16, seed=4)
+    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=24)
+    hf = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir), backend="transformers"), settings, 16)
+    vllm = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir)), settings, 16)
+    same = sum(a["raw"] == b["raw"] for a, b in zip(hf, vllm))
+    print(f"\ntransformers vs vLLM: {same}/16 identical greedy outputs")
+    assert same >= 15
+    assert all(r["raw"].strip() for r in hf)
 
 
 def test_rerun_reproduces_sampled_interpretations(ray_session, smollm2_dir):
@@ -67,26 +74,9 @@ def test_rerun_reproduces_sampled_interpretations(ray_session, smollm2_dir):
     assert [r["raw"] for r in other_seed if r["candidate"] > 0] != [r["raw"] for r in first if r["candidate"] > 0]
 
 
-def _random_lora(base_dir, out_dir, rank=64):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    peft_model = get_peft_model(model, cfg)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    peft_model.save_pretrained(out_dir)
-    return out_dir
-
-
 def test_lora_adapter_changes_vllm_output(ray_session, smollm2_dir, tmp_path):
     texts, _ = read_jsonl("bank77.jsonl", n=4, seed=2)
-    adapter = _random_lora(smollm2_dir, tmp_path / "adapter")
+    adapter = random_lora_adapter(smollm2_dir, tmp_path / "adapter", target_modules=("q_proj", "v_proj"))
     settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=16)
     base = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir)), settings, 4)
     tuned = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir), adapter_dir=str(adapter), max_lora_rank=64), settings, 4)

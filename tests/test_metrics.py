@@ -53,3 +53,18 @@ def test_kmeans_protocol_on_separable_blobs():
     out = evaluate_kmeans_protocol(x, y, 4)
     assert out["n_seeds"] == 5
     assert out["acc"] > 95 and out["nmi"] > 90
+
+
+def test_on_text_guard_separates_related_from_unrelated_pairs():
+    from coevo_ray.metrics import on_text_similarity
+
+    rng = np.random.default_rng(0)
+    texts = rng.normal(size=(50, 16))
+    texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+    close = texts + 0.1 * rng.normal(size=texts.shape)
+    close /= np.linalg.norm(close, axis=1, keepdims=True)
+    same = np.tile(texts[:1], (50, 1))  # "I'm ready to assist" for every text
+    on = on_text_similarity(texts, close)
+    off = on_text_similarity(texts, same)
+    assert on["matched"] > 0.9 and on["gap"] > 0.8
+    assert abs(off["gap"]) < 0.05 and off["n"] == 50

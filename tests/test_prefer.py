@@ -5,7 +5,7 @@ import pytest
 
 from coevo_ray.errors import InputError
 from coevo_ray.prefer import PreferenceConfig, averaged_nearest_centroid_distances, choose_winners, sample_pairs
-from coevo_ray.prefer.stage import select_preferences_on_ray
+from coevo_ray.prefer.stage import preference_stage_on_ray
 
 
 def _world(n_per=20, k=4, d=16, c=4, seed=0):
@@ -90,18 +90,30 @@ def test_bad_configuration():
         sample_pairs(np.zeros(3, dtype=int), 1, 10)
 
 
-def test_select_preferences_as_a_ray_task_writes_pairs(ray_session):
+def test_preference_stage_as_a_ray_task_writes_pairs(ray_session, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     _, cands, _, k = _world(n_per=5)
-    n, c = cands.shape[:2]
+    n, c, d = cands.shape
     # In the pipeline the centroids come from candidate 0 (the greedy interpretation) itself.
-    best = choose_winners(averaged_nearest_centroid_distances(cands[:, 0], cands, k, n_runs=3))
-    texts = [f"text {i}" for i in range(n)]
-    cand_texts = [[f"interp {i}.{m}" for m in range(c)] for i in range(n)]
-    cand_texts[0][1] = cand_texts[0][best[0]]  # an identical rejected text → the pair is dropped
-    pairs, distances = select_preferences_on_ray(np.arange(n), texts, cand_texts, cands, k,
-                                                 PreferenceConfig(n_runs=3, max_pairs=1000), 0)
-    assert distances.num_rows == n * c
-    assert pairs.num_rows == n * (c - 1) - (1 if best[0] != 1 else 0)
-    rows = pairs.to_pylist()
-    assert all(r["chosen"] == cand_texts[r["id"]][best[r["id"]]] for r in rows)
-    assert all(r["chosen_distance"] <= r["rejected_distance"] for r in rows)
+    cfg = PreferenceConfig(n_runs=3, max_pairs=1000)
+    best = choose_winners(averaged_nearest_centroid_distances(cands[:, 0], cands, k, n_runs=3, init=cfg.init))
+    raw = [[f"interp {i}.{m}" for m in range(c)] for i in range(n)]
+    raw[0][1] = raw[0][best[0]]  # an identical rejected text → the pair is dropped
+    order = np.random.default_rng(0).permutation(n * c)  # stage outputs come in any row order
+    ids, cand = np.repeat(np.arange(n), c)[order], np.tile(np.arange(c), n)[order]
+    gen, emb = tmp_path / "gen", tmp_path / "emb"
+    gen.mkdir(), emb.mkdir()
+    pq.write_table(pa.table({"id": ids, "candidate": cand, "text": [f"text {i}" for i in ids],
+                             "raw": [raw[i][m] for i, m in zip(ids, cand)]}), gen / "part-0.parquet")
+    pq.write_table(pa.table({"id": ids, "candidate": cand,
+                             "embedding": [cands[i, m].tolist() for i, m in zip(ids, cand)]}), emb / "part-0.parquet")
+    stats = preference_stage_on_ray(str(gen), str(emb), str(tmp_path), k, cfg)
+    distances = pq.read_table(tmp_path / "distances.parquet")
+    pairs = pq.read_table(tmp_path / "pairs.parquet").to_pylist()
+    assert distances.num_rows == n * c and stats["texts"] == n and stats["candidates"] == c
+    assert len(pairs) == stats["pairs"] == n * (c - 1) - (1 if best[0] != 1 else 0)
+    assert stats["chosen_by_candidate"] == np.bincount(best, minlength=c).tolist()
+    assert all(r["chosen"] == raw[r["id"]][best[r["id"]]] and r["text"] == f"text {r['id']}" for r in pairs)
+    assert all(r["chosen_distance"] <= r["rejected_distance"] for r in pairs)

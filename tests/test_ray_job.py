@@ -62,7 +62,7 @@ def test_cluster_script_as_ray_job(tmp_path, monkeypatch):
                      "--working-dir", str(REPO), "--",
                      "python", "examples/cluster.py", "--input", str(data), "--label-field", "label",
                      "--task", "utterance scenario: life scenario", "--k", str(len(set(labels))),
-                     "--max-tokens", "24", "--output-dir", str(out)]
+                     "--max-tokens", "24", "--iterations", "0", "--output-dir", str(out)]
 
         from ray.job_submission import JobSubmissionClient
 
@@ -93,6 +93,7 @@ def test_cluster_script_as_ray_job(tmp_path, monkeypatch):
         assert len(assignments) == 24
         summary = json.loads((out / "summary.json").read_text())
         assert summary["history"][0]["iteration"] == 0 and "acc" in summary["history"][0]
+        assert summary["history"][0]["embedder"]["world_size"] == 2  # Ray Train ran inside the job
     finally:
         _stop_cluster(temp_dir)
         start_log.close()

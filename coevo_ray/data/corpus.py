@@ -43,6 +43,19 @@ class Corpus:
     def n_classes(self) -> int | None:
         return None if self.labels is None else len(set(self.labels))
 
+    def sample(self, n: int, seed: int = 0) -> "Corpus":
+        """A seeded random subset of ``n`` texts (with their labels), in input order."""
+        if n < 1:
+            raise InputError(f"sample size must be >= 1, got {n}")
+        if n >= len(self):
+            return self
+        import numpy as np
+
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        labels = None if self.labels is None else [self.labels[i] for i in keep]
+        return Corpus([self.texts[i] for i in keep], labels, f"{self.source} (sample of {n}, seed {seed})",
+                      {**self.stats, "sampled_from": len(self)})
+
     def model_texts(self, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> list[str]:
         """Texts as the models see them: truncated to ``max_chars``."""
         return [t if len(t) <= max_chars else t[:max_chars] for t in self.texts]

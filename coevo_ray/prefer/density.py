@@ -30,6 +30,11 @@ class PreferenceConfig:
     normalize: bool = True
     chunk_rows: int = 65_536  # candidate rows searched at once: bounds memory at large N
     skip_identical: bool = True  # a pair whose chosen and rejected texts are equal teaches DPO nothing
+    # Seeding of each of the R runs. FAISS's random seeding: on bank77 (3,080 texts × 4
+    # candidates, R = 100) it picked the same winner for 100% of texts as k-means++, 2.9× faster
+    # (17.5 s vs 50.4 s; benchmarks/results/selection_speed.json). Averaging over R runs smooths
+    # the bad seeds that make random seeding risky for a single KMeans.
+    init: str = "random"
 
     def __post_init__(self) -> None:
         if self.rule not in PREFERENCE_RULES:
@@ -46,6 +51,7 @@ def averaged_nearest_centroid_distances(
     normalize: bool = True,
     chunk_rows: int = 65_536,
     seed_offset: int = 0,
+    init: str = "k-means++",
 ) -> np.ndarray:
     """``d[i, m]`` = mean over R KMeans runs of ``min_k ||e_i^(m) − μ_k||`` (eq. 6, averaged).
 
@@ -63,7 +69,7 @@ def averaged_nearest_centroid_distances(
         flat = l2_normalize(flat)
     total = np.zeros(n * c, dtype=np.float64)
     for run in range(n_runs):
-        km = FaissKMeans(n_clusters, seed=seed_offset + run, normalize=normalize).fit(greedy)
+        km = FaissKMeans(n_clusters, seed=seed_offset + run, normalize=normalize, init=init).fit(greedy)
         index = faiss.IndexFlatL2(d)
         index.add(km.cluster_centers_)
         for start in range(0, n * c, chunk_rows):

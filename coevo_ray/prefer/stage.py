@@ -1,12 +1,16 @@
-"""The preference step as a Ray task (asks for a GPU when the cluster has one, for FAISS GPU)."""
+"""The preference step as a Ray task (asks for a GPU when the cluster has one, for FAISS GPU):
+reads the candidates and their embeddings from the run directory, writes ``pairs.parquet`` and
+``distances.parquet`` beside them, and returns summary figures. Only paths cross the driver."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from coevo_ray.errors import InputError
 from coevo_ray.prefer.density import (
     PreferenceConfig,
     averaged_nearest_centroid_distances,
@@ -27,7 +31,7 @@ def select_preferences(
     """Return (pairs, distances) tables. ``candidate_embeddings`` is (N, C, D), candidate 0 greedy."""
     dist = averaged_nearest_centroid_distances(
         candidate_embeddings[:, 0, :], candidate_embeddings, n_clusters, config.n_runs,
-        config.normalize, config.chunk_rows,
+        config.normalize, config.chunk_rows, init=config.init,
     )
     winners = choose_winners(dist, config.rule, seed)
     triples = sample_pairs(winners, candidate_embeddings.shape[1], config.max_pairs, seed)
@@ -57,11 +61,43 @@ def select_preferences(
     return pairs, distances
 
 
-def select_preferences_on_ray(*args, **kwargs) -> tuple[pa.Table, pa.Table]:
-    """Run :func:`select_preferences` as a Ray task, on a GPU when the cluster reports one."""
+def preference_stage(generated: str, embedded: str, out_dir: str, n_clusters: int, config: PreferenceConfig,
+                     seed: int = 0) -> dict[str, Any]:
+    """Pairs from the candidates in ``generated`` (id, candidate, text, raw) and their vectors in
+    ``embedded`` (id, candidate, embedding). The DPO targets are the raw LLM outputs."""
+    import pyarrow.parquet as pq
+
+    from coevo_ray.tables import column_matrix, read_table
+
+    order = (("id", "ascending"), ("candidate", "ascending"))
+    gen = read_table(generated, columns=["id", "candidate", "text", "raw"], sort_by=order)
+    emb = read_table(embedded, columns=["id", "candidate", "embedding"], sort_by=order)
+    ids = np.asarray(gen.column("id"))
+    n_cand = int(np.asarray(gen.column("candidate")).max()) + 1
+    n = len(np.unique(ids))
+    if gen.num_rows != n * n_cand or emb.num_rows != gen.num_rows:
+        raise InputError(f"preferences need {n_cand} candidates for each of {n} texts; got {gen.num_rows} "
+                         f"generated and {emb.num_rows} embedded rows")
+    vectors = column_matrix(emb, "embedding").reshape(n, n_cand, -1)
+    raw = gen.column("raw").to_pylist()
+    candidate_texts = [raw[i * n_cand:(i + 1) * n_cand] for i in range(n)]
+    pairs, distances = select_preferences(ids[::n_cand], gen.column("text").to_pylist()[::n_cand],
+                                          candidate_texts, vectors, n_clusters, config, seed)
+    out = Path(out_dir)
+    pq.write_table(pairs, out / "pairs.parquet")
+    pq.write_table(distances, out / "distances.parquet")
+    winners = np.asarray(distances.column("candidate"))[np.asarray(distances.column("chosen"))]
+    return {"pairs": pairs.num_rows, "texts": n, "candidates": n_cand,
+            "chosen_by_candidate": np.bincount(winners, minlength=n_cand).tolist(),
+            "mean_chosen_distance": float(np.mean(np.asarray(pairs.column("chosen_distance")))) if pairs.num_rows else None,
+            "mean_rejected_distance": float(np.mean(np.asarray(pairs.column("rejected_distance")))) if pairs.num_rows else None}
+
+
+def preference_stage_on_ray(*args, **kwargs) -> dict[str, Any]:
+    """Run :func:`preference_stage` as a Ray task, on a GPU when the cluster reports one."""
     import ray
 
     from coevo_ray.runtime import cluster_gpus
 
-    task = ray.remote(num_cpus=1, num_gpus=1 if cluster_gpus() > 0 else 0)(select_preferences)
+    task = ray.remote(num_cpus=1, num_gpus=1 if cluster_gpus() > 0 else 0)(preference_stage)
     return ray.get(task.remote(*args, **kwargs))

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,24 @@ def adapter_digest(model) -> str:
             digest.update(name.encode())
             digest.update(p.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _step_timer():
+    """A ``TrainerCallback`` recording each optimizer step's wall time, for the benchmarks."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.durations: list[float] = []
+            self._start = 0.0
+
+        def on_step_begin(self, *args, **kwargs) -> None:
+            self._start = time.perf_counter()
+
+        def on_step_end(self, *args, **kwargs) -> None:
+            self.durations.append(round(time.perf_counter() - self._start, 3))
+
+    return StepTimer()
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -73,6 +92,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         beta=cfg.beta,
         per_device_train_batch_size=cfg.per_device_batch_size,
         per_device_eval_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         max_length=cfg.max_length,
@@ -97,8 +117,17 @@ def _train_loop(config: dict[str, Any]) -> None:
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
     )
+    if config.get("init_adapter_dir"):
+        # Iteration t ≥ 2 goes on training the previous iteration's adapter; the reference stays
+        # the adapter-disabled base model.
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, config["init_adapter_dir"], is_trainable=True)
+        peft_config = None
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, eval_dataset=data if config.get("evaluate") else None,
                          processing_class=tok, peft_config=peft_config)
+    step_times = _step_timer()
+    trainer.add_callback(step_times)
     initial_digest = adapter_digest(trainer.model)
     # No evaluate() before train(): it makes HF's Trainer skip the DDP wrap, and the ranks then
     # train apart (seen here: different adapters on the two ranks).
@@ -115,7 +144,9 @@ def _train_loop(config: dict[str, Any]) -> None:
     metrics: dict[str, Any] = {"steps": trainer.state.global_step, "rank_digest": final_digest,
                                "world_size": trainer.args.world_size,
                                "distributed_type": str(trainer.accelerator.distributed_type),
-                               "initial_digest": initial_digest}
+                               "initial_digest": initial_digest, "step_times_s": step_times.durations,
+                               "pairs_per_step": cfg.per_device_batch_size * cfg.gradient_accumulation_steps
+                               * trainer.args.world_size}
     for key in DPO_METRICS:
         values = [e[key] for e in logs if key in e]
         if values:
@@ -138,19 +169,6 @@ def _train_loop(config: dict[str, Any]) -> None:
     shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def scaling_for_cluster(cfg: LLMTrainConfig):
-    """GPU workers when the cluster has GPUs, otherwise CPU workers (2 by default)."""
-    from ray.train import ScalingConfig
-
-    from coevo_ray.runtime import cluster_gpus
-
-    gpus = cluster_gpus()
-    if gpus > 0:
-        return ScalingConfig(num_workers=cfg.num_workers or gpus, use_gpu=True)
-    return ScalingConfig(num_workers=cfg.num_workers or 2, use_gpu=False,
-                         resources_per_worker={"CPU": cfg.cpus_per_worker})
-
-
 def train_dpo(
     model_dir: str,
     pairs: dict[str, list[str]],
@@ -159,33 +177,29 @@ def train_dpo(
     storage_path: str | None = None,
     evaluate: bool = False,
     digest_dir: str | None = None,
+    init_adapter_dir: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Train a LoRA adapter on ``pairs`` (prompt/chosen/rejected); copy it to ``out_dir``."""
+    """Train a LoRA adapter on ``pairs`` (prompt/chosen/rejected), from ``init_adapter_dir`` when
+    given; copy it to ``out_dir``."""
     from ray.train import FailureConfig, RunConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
+
+    from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
 
     if not pairs["prompt"]:
         raise ValueError("no preference pairs to train on")
     storage = storage_path or tempfile.mkdtemp(prefix="coevo-train-")
+    scaling, torch_config = train_scaling(cfg.num_workers, cfg.cpus_per_worker)
+    if not scaling.use_gpu:
+        wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config={"model_dir": str(model_dir), "pairs": pairs, "train": asdict(cfg),
-                           "evaluate": evaluate, "digest_dir": digest_dir},
-        scaling_config=scaling_for_cluster(cfg),
-        torch_config=TorchConfig(backend="nccl" if cluster_has_gpu() else "gloo"),
+                           "evaluate": evaluate, "digest_dir": digest_dir,
+                           "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None},
+        scaling_config=scaling,
+        torch_config=torch_config,
         run_config=RunConfig(name=f"dpo-{os.getpid()}-{len(pairs['prompt'])}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError("DPO finished without reporting an adapter checkpoint")
-    out = Path(out_dir)
-    with result.checkpoint.as_directory() as ckpt:
-        shutil.copytree(ckpt, out, dirs_exist_ok=True)
-    return out, dict(result.metrics or {})
-
-
-def cluster_has_gpu() -> bool:
-    from coevo_ray.runtime import cluster_gpus
-
-    return cluster_gpus() > 0
+    return fit_and_export(trainer, out_dir, "DPO")

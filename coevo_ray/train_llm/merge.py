@@ -5,31 +5,39 @@ instead. The adapter stays the artifact of record; the merged copy is a rebuilda
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 from coevo_ray._atomic import atomic_dir
 
+ADAPTER_SERVING = ("auto", "merged", "lora")
+
+
+def write_merged_model(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, target: str | os.PathLike,
+                       dtype: str = "float32") -> None:
+    """Write base + adapter into ``target`` as one safetensors model directory."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(target, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(target)
+
 
 def merge_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   dtype: str = "float32") -> Path:
-    """Write base + adapter as one safetensors model directory (atomically)."""
-
-    def build(tmp: Path) -> None:
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-        base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype)
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-        merged.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(tmp)
-
-    return atomic_dir(Path(out_dir), build)
+    """:func:`write_merged_model` into ``out_dir``, atomically."""
+    return atomic_dir(Path(out_dir), partial(write_merged_model, base_dir, adapter_dir, dtype=dtype))
 
 
-def serve_merged_by_default() -> bool:
-    """Merged weights on CPU clusters; runtime LoRA on GPUs, where vLLM's LoRA kernels are fast."""
+def serve_merged(setting: str = "auto") -> bool:
+    """``auto``: merged weights on CPU clusters, runtime LoRA on GPUs (fast LoRA kernels there)."""
+    from coevo_ray.errors import InputError
     from coevo_ray.runtime import cluster_gpus
 
-    return cluster_gpus() == 0
+    if setting not in ADAPTER_SERVING:
+        raise InputError(f"adapter_serving must be one of {ADAPTER_SERVING}, got {setting!r}")
+    return setting == "merged" or (setting == "auto" and cluster_gpus() == 0)

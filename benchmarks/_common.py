@@ -1,0 +1,66 @@
+"""Helpers the benchmark scripts share: real texts, machine facts, in-process generation."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATASETS = Path(os.environ.get("COEVO_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+
+
+def texts(n: int, name: str = "bank77.jsonl") -> list[str]:
+    """``n`` texts spread evenly over the file (deterministic)."""
+    rows = [json.loads(line) for line in (DATASETS / name).open()]
+    return [r["text"] for r in rows[:: max(1, len(rows) // n)][:n]]
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
+
+
+def count_tokens(tok, outputs: list[str]) -> int:
+    return sum(len(tok(o, add_special_tokens=False)["input_ids"]) for o in outputs)
+
+
+def generate_in_process(spec, settings, batch: list[str], batch_size: int, warmup: int = 0):
+    """(raw outputs, engine start s, generation s, tokenizer) with the stage's own UDF; the first
+    ``warmup`` texts go through once, untimed (first-call allocations would otherwise count)."""
+    import numpy as np
+
+    from coevo_ray.interpret.stage import InterpretUDF
+
+    t0 = time.perf_counter()
+    udf = InterpretUDF(spec, settings)
+    start_s = time.perf_counter() - t0
+    if warmup:
+        udf({"id": np.arange(warmup), "text": np.array(batch[:warmup], dtype=object)})
+    t1 = time.perf_counter()
+    raw: list[str] = []
+    for i in range(0, len(batch), batch_size):
+        chunk = batch[i : i + batch_size]
+        out = udf({"id": np.arange(i, i + len(chunk)), "text": np.array(chunk, dtype=object)})
+        raw.extend(out["raw"])
+    return raw, start_s, time.perf_counter() - t1, udf.engine.tokenizer
+
+
+def write_result(name: str, result: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+def generation_parser(description: str, n: int):
+    """The options every generation benchmark takes."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=n, help="bank77 texts (one greedy request each)")
+    p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument("--llm", default="smollm2-135m-instruct")
+    p.add_argument("--dtype", default="float32")
+    return p

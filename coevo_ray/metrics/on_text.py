@@ -1,0 +1,43 @@
+"""Does the LLM stay on the text? A label-free guard reported every iteration.
+
+Cosine similarity between E(text) and E(its interpretation), against the same texts paired with
+a shuffled interpretation. When the gap is small, the interpretations carry little of their
+texts (a 135M model answering "I'm ready to assist…" to everything), and clustering them will
+be worse than clustering the raw texts.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+#: Below this matched-minus-shuffled gap the run logs a warning.
+ON_TEXT_MIN_GAP = 0.1
+
+
+def on_text_similarity(text_emb: np.ndarray, interp_emb: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """``matched``: mean cos(text_i, interp_i); ``shuffled``: mean cos(text_i, interp_π(i));
+    ``gap``: their difference. Inputs are row-aligned and L2-normalised."""
+    n = len(text_emb)
+    if n < 2:
+        return {"matched": float("nan"), "shuffled": float("nan"), "gap": float("nan"), "n": n}
+    perm = np.random.default_rng(seed).permutation(n)
+    fixed = perm == np.arange(n)
+    perm[fixed] = (perm[fixed] + 1) % n  # no text paired with its own interpretation
+    matched = float(np.mean(np.sum(text_emb * interp_emb, axis=1)))
+    shuffled = float(np.mean(np.sum(text_emb * interp_emb[perm], axis=1)))
+    return {"matched": round(matched, 4), "shuffled": round(shuffled, 4), "gap": round(matched - shuffled, 4), "n": n}
+
+
+def sample_on_text_similarity(encoder_dir: str, texts: Sequence[str], interpretations: Sequence[str],
+                              sample: int = 256, seed: int = 0) -> dict[str, float]:
+    """:func:`on_text_similarity` on a seeded sample, embedded in-process (CPU, a few seconds)."""
+    from coevo_ray.embed import encode, load_encoder
+
+    n = len(texts)
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    encoder = load_encoder(encoder_dir, device="cpu")
+    t = encode(encoder, [texts[i] for i in idx])
+    i = encode(encoder, [interpretations[j] for j in idx])
+    return on_text_similarity(t, i, seed)

@@ -1,0 +1,30 @@
+"""Named setting bundles for the CLI and the benchmarks.
+
+``paper`` is the library default (paper A.1: 4 candidates, 2 iterations, R = 100, ≤ 10k DPO
+pairs, embedder lr 3e-7). ``quick`` is sized for a laptop-class CPU, where one DPO step on 8
+pairs of SmolLM2-135M takes tens of seconds: one iteration, two candidates, short
+interpretations, ≤ 96 DPO pairs (12 steps on 2 workers), and an embedder learning rate a small
+model actually moves at.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {
+        "iterations": 1,
+        "interpret": {"temperatures": (0.0, 1.0), "max_tokens": 48},
+        "prefer": {"n_runs": 20, "max_pairs": 96},
+        "train_embedder": {"learning_rate": 1e-5},
+    },
+}
+
+
+def profile_settings(name: str) -> dict[str, Any]:
+    from coevo_ray.errors import InputError
+
+    if name not in PROFILES:
+        raise InputError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in PROFILES[name].items()}

@@ -1,0 +1,41 @@
+"""Embedder training settings (paper 3.3 and A.1). Paper values are the defaults; the comments
+say where a small CPU model may want something else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coevo_ray.errors import InputError
+
+#: eq. 12 draws negatives from the other texts; the common variant from the other interpretations.
+NEGATIVE_SOURCES = ("texts", "interpretations")
+
+
+@dataclass
+class EmbedderTrainConfig:
+    enabled: bool = True  # False: the embedder stays as loaded (the "w/o training" ablation)
+    # Paper A.1: Adam, lr 3e-7, batch 32 — tuned for e5-large (335M). A 22M MiniLM barely moves
+    # at 3e-7 over a few hundred pairs; 1e-5 is the usual sentence-transformers fine-tuning rate.
+    learning_rate: float = 3e-7
+    batch_size: int = 32  # per worker: in-batch negatives come from the worker's own batch
+    epochs: int = 1  # not given in the paper
+    max_steps: int = -1  # > 0 caps the optimizer steps (tests, quick profiles)
+    tau: float = 0.1  # paper: τ = 0.1
+    dec_weight: float = 1.0  # paper: λ = 1 (10 on ArxivS2S, Reddit, StackEx)
+    dec_clusters: int = 256  # paper: K = 256, capped at the number of texts
+    negatives: str = "texts"  # eq. 12 as written; "interpretations" = in-batch positives (MNRL)
+    dropout_pair: bool = True  # eq. 13; False = the paper's "w/o Dropout" ablation
+    num_workers: int | None = None  # None: one per GPU, or 2 CPU workers on a CPU cluster
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.negatives not in NEGATIVE_SOURCES:
+            raise InputError(f"negatives must be one of {NEGATIVE_SOURCES}, got {self.negatives!r}")
+        if self.batch_size < 2:
+            raise InputError(f"embedder batch_size must be >= 2 (in-batch negatives), got {self.batch_size}")
+        if self.tau <= 0 or self.learning_rate <= 0:
+            raise InputError("tau and learning_rate must be > 0")
+        if self.dec_clusters < 2:
+            raise InputError(f"dec_clusters must be >= 2, got {self.dec_clusters}")

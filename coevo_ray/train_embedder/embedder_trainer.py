@@ -1,0 +1,186 @@
+"""Step 5 of the pipeline: train the embedder on (text, interpretation) pairs with L_E (eq. 16),
+DDP over Ray Train workers (gloo on CPU, NCCL on GPUs).
+
+Every worker reads the whole pairs dataset in order and keeps every world-th row: Ray
+Data's streaming split hands blocks to whichever worker asks first, so its shards — and with them
+the in-batch negatives — would change from run to run. Each worker then runs the same number of
+steps (DDP hangs when one rank runs out of batches first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from coevo_ray.errors import InputError
+from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
+
+logger = logging.getLogger(__name__)
+
+LOSS_PARTS = ("loss", "loss_cl", "loss_cl_dropout", "loss_dec")
+
+
+def parameters_digest(module) -> str:
+    digest = hashlib.sha256()
+    for name, p in sorted(module.named_parameters()):
+        digest.update(name.encode())
+        digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def plan_steps(n_rows: int, world: int, cfg: EmbedderTrainConfig) -> tuple[int, int]:
+    """(per-worker batch size, steps per epoch): identical on every rank."""
+    per_worker = n_rows // world
+    if per_worker < 2:
+        raise InputError(f"embedder training needs at least {2 * world} texts for {world} workers, got {n_rows}; "
+                         "pass train_embedder={'enabled': False} or fewer workers")
+    batch = min(cfg.batch_size, per_worker)
+    return batch, per_worker // batch
+
+
+def _rank_batches(shard, rank: int, world: int, batch: int, seed: int) -> Iterator[dict[str, list[str]]]:
+    """This rank's rows in a seeded order, ``batch`` at a time (the last partial batch dropped)."""
+    texts: list[str] = []
+    interps: list[str] = []
+    seen = 0
+    for block in shard.iter_batches(batch_size=4096, batch_format="numpy"):
+        position = seen + np.arange(len(block["id"]))
+        seen += len(position)
+        keep = position % world == rank
+        texts.extend(str(t) for t in np.asarray(block["text"])[keep])
+        interps.extend(str(t) for t in np.asarray(block["interpretation"])[keep])
+    order = np.random.default_rng(seed).permutation(len(texts))
+    for start in range(0, len(order) - batch + 1, batch):
+        idx = order[start : start + batch]
+        yield {"text": [texts[i] for i in idx], "interpretation": [interps[i] for i in idx]}
+
+
+def _freeze_unused(loss_module, model) -> list[str]:
+    """Parameters no loss reaches (BERT's pooler under mean pooling, DEC centroids at λ = 0) make
+    DDP wait forever for their gradients; find them with one backward pass and freeze them."""
+    feats = model.preprocess(["unused parameter probe", "second probe"])
+    total, *_ = loss_module(feats, feats)
+    total.backward()
+    frozen = []
+    for name, p in loss_module.named_parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+            frozen.append(name)
+        p.grad = None
+    return frozen
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import torch
+    from ray.train.torch import prepare_model
+    from sentence_transformers import SentenceTransformer
+
+    from coevo_ray.train_embedder.losses import CoEvoEmbedderLoss
+
+    cfg = EmbedderTrainConfig(**config["train"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = SentenceTransformer(config["model_dir"], device=device, trust_remote_code=False, local_files_only=True)
+    loss_module = CoEvoEmbedderLoss(model, config.get("centroids"), tau=cfg.tau, dec_weight=cfg.dec_weight,
+                                    negatives=cfg.negatives, dropout_pair=cfg.dropout_pair).to(device)
+    loss_module.train()
+    frozen = _freeze_unused(loss_module, model)
+    initial = parameters_digest(loss_module.model)
+    ddp = prepare_model(loss_module)
+    optimizer = torch.optim.Adam([p for p in loss_module.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    batch, steps_per_epoch = plan_steps(config["n_rows"], world, cfg)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps > 0:
+        total_steps = min(total_steps, cfg.max_steps)
+    shard = ray.train.get_dataset_shard("train")
+    sums = dict.fromkeys(LOSS_PARTS, 0.0)
+    step_times: list[float] = []
+    step = 0
+    while step < total_steps:
+        epoch, start = step // steps_per_epoch, step
+        for rows in _rank_batches(shard, rank, world, batch, cfg.seed + 1000 * epoch + rank):
+            began = time.perf_counter()
+            text_f = model.preprocess(rows["text"])
+            interp_f = model.preprocess(rows["interpretation"])
+            parts = ddp(text_f, interp_f)
+            optimizer.zero_grad(set_to_none=True)
+            parts[0].backward()
+            optimizer.step()
+            step_times.append(round(time.perf_counter() - began, 3))
+            for key, value in zip(LOSS_PARTS, parts):
+                sums[key] += float(value.detach())
+            step += 1
+            if rank == 0 and (step % 10 == 0 or step == total_steps):
+                logger.info("embedder: step %d/%d loss %.4f", step, total_steps, float(parts[0]))
+            if step >= total_steps or step % steps_per_epoch == 0:
+                break
+        if step == start:
+            raise RuntimeError(f"rank {rank} got no training batch (batch {batch}, {config['n_rows']} rows)")
+    metrics: dict[str, Any] = {f"mean_{k}": v / max(step, 1) for k, v in sums.items()}
+    metrics.update(steps=step, world_size=world, batch_size=batch, frozen=frozen, step_times_s=step_times,
+                   rank_digest=parameters_digest(loss_module.model), initial_digest=initial)
+    if config.get("digest_dir"):
+        Path(config["digest_dir"], f"rank{rank}.json").write_text(json.dumps(
+            {"initial": initial, "final": metrics["rank_digest"]}))
+    checkpoint = None
+    if rank == 0:
+        out = Path(tempfile.mkdtemp(prefix="coevo-embedder-"))
+        model.save(str(out), create_model_card=False)
+        (out / "embedder_metrics.json").write_text(json.dumps(metrics, indent=2))
+        checkpoint = ray.train.Checkpoint.from_directory(str(out))
+    ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_embedder(
+    model_dir: str | os.PathLike,
+    pairs,
+    out_dir: str | os.PathLike,
+    cfg: EmbedderTrainConfig,
+    centroids: np.ndarray | None = None,
+    storage_path: str | None = None,
+    digest_dir: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Train on ``pairs`` (a Ray Dataset with ``id``, ``text``, ``interpretation``); write a
+    sentence-transformers directory to ``out_dir``. ``centroids`` (K, D) initialise DEC."""
+    from ray.data import ExecutionOptions
+    from ray.train import DataConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
+
+    # Materialised first: the workers then read blocks from the object store and launch no Ray
+    # Data tasks, which would wait forever for a CPU while the workers hold every core.
+    pairs = pairs.select_columns(["id", "text", "interpretation"]).materialize()
+    n_rows = pairs.count()
+    scaling, torch_config = train_scaling(cfg.num_workers, cfg.cpus_per_worker)
+    plan_steps(n_rows, scaling.num_workers, cfg)  # fail here, not inside the workers
+    if not scaling.use_gpu:
+        wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows,
+                           "centroids": None if centroids is None else np.asarray(centroids, np.float32),
+                           "digest_dir": digest_dir},
+        scaling_config=scaling,
+        torch_config=torch_config,
+        datasets={"train": pairs},
+        # Every worker sees every row (it keeps its own), in the same order on every run.
+        dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
+        run_config=RunConfig(name=f"embedder-{os.getpid()}-{n_rows}",
+                             storage_path=storage_path or tempfile.mkdtemp(prefix="coevo-train-"),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+    )
+    return fit_and_export(trainer, out_dir, "embedder training")

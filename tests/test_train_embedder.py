@@ -1,0 +1,38 @@
+"""Embedder training with L_E on 2 Ray Train CPU workers (DDP over gloo)."""
+
+import json
+
+import numpy as np
+
+from coevo_ray.clustering import FaissKMeans
+from coevo_ray.embed import encode, load_encoder
+from coevo_ray.train_embedder import EmbedderTrainConfig, train_embedder
+from tests.conftest import read_jsonl
+
+
+def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path):
+    import ray
+
+    texts, labels = read_jsonl("bank77.jsonl", n=48, seed=3)
+    interps = [f"Reasoning: the customer writes about {y.replace('_', ' ')}.\nKeywords: {y}" for y in labels]
+    base = load_encoder(str(minilm_dir), device="cpu")
+    base_emb = encode(base, interps)
+    centroids = FaissKMeans(4, seed=0).fit(base_emb).cluster_centers_
+    ds = ray.data.from_items([{"id": i, "text": t, "interpretation": p} for i, (t, p) in enumerate(zip(texts, interps))])
+    digests = tmp_path / "digests"
+    digests.mkdir()
+    cfg = EmbedderTrainConfig(learning_rate=1e-4, batch_size=8, max_steps=3, num_workers=2)
+    out, metrics = train_embedder(minilm_dir, ds, tmp_path / "embedder", cfg, centroids=centroids,
+                                  storage_path=str(tmp_path / "ray"), digest_dir=str(digests))
+    print("\nembedder metrics:", json.dumps(metrics, indent=1))
+    ranks = [json.loads((digests / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["final"] == ranks[1]["final"], "DDP ranks ended with different embedders"
+    assert ranks[0]["final"] != ranks[0]["initial"], "training did not change the embedder"
+    assert metrics["steps"] == 3 and metrics["world_size"] == 2
+    assert any("pooler" in name for name in metrics["frozen"])
+    for key in ("mean_loss", "mean_loss_cl", "mean_loss_cl_dropout", "mean_loss_dec"):
+        assert np.isfinite(metrics[key]) and metrics[key] > 0
+    # The saved directory is a sentence-transformers model the embedding actors can load.
+    trained = encode(load_encoder(str(out), device="cpu"), interps)
+    assert trained.shape == base_emb.shape
+    assert not np.allclose(trained, base_emb, atol=1e-4)
