@@ -80,3 +80,25 @@ def fit_and_export(trainer, out_dir, what: str):
     with result.checkpoint.as_directory() as ckpt:
         shutil.copytree(ckpt, out, dirs_exist_ok=True)
     return out, dict(result.metrics or {})
+
+
+def parameters_digest(module, name_contains: str = "") -> str:
+    """A hash of a module's parameters (those whose name contains ``name_contains``): compares
+    DDP ranks with each other and a trained model with its initial state."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in sorted(module.named_parameters()):
+        if name_contains in name:
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_rank_digests(digest_dir: str | None, rank: int, initial: str, final: str) -> None:
+    """One JSON file per Ray Train rank, for tests that compare ranks."""
+    if digest_dir:
+        import json
+        from pathlib import Path
+
+        Path(digest_dir, f"rank{rank}.json").write_text(json.dumps({"initial": initial, "final": final}))

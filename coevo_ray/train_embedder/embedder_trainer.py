@@ -9,7 +9,6 @@ steps (DDP hangs when one rank runs out of batches first).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,14 +26,6 @@ from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
 logger = logging.getLogger(__name__)
 
 LOSS_PARTS = ("loss", "loss_cl", "loss_cl_dropout", "loss_dec")
-
-
-def parameters_digest(module) -> str:
-    digest = hashlib.sha256()
-    for name, p in sorted(module.named_parameters()):
-        digest.update(name.encode())
-        digest.update(p.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def plan_steps(n_rows: int, world: int, cfg: EmbedderTrainConfig) -> tuple[int, int]:
@@ -86,6 +77,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     from ray.train.torch import prepare_model
     from sentence_transformers import SentenceTransformer
 
+    from coevo_ray.runtime import parameters_digest, write_rank_digests
     from coevo_ray.train_embedder.losses import CoEvoEmbedderLoss
 
     cfg = EmbedderTrainConfig(**config["train"])
@@ -132,9 +124,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     metrics: dict[str, Any] = {f"mean_{k}": v / max(step, 1) for k, v in sums.items()}
     metrics.update(steps=step, world_size=world, batch_size=batch, frozen=frozen, step_times_s=step_times,
                    rank_digest=parameters_digest(loss_module.model), initial_digest=initial)
-    if config.get("digest_dir"):
-        Path(config["digest_dir"], f"rank{rank}.json").write_text(json.dumps(
-            {"initial": initial, "final": metrics["rank_digest"]}))
+    write_rank_digests(config.get("digest_dir"), rank, initial, metrics["rank_digest"])
     checkpoint = None
     if rank == 0:
         out = Path(tempfile.mkdtemp(prefix="coevo-embedder-"))

@@ -7,7 +7,6 @@ checkpoint together with the DPO metrics.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,16 +31,6 @@ ZERO2 = {
     "bf16": {"enabled": "auto"},
     # No "optimizer" block: on CPU it would JIT-compile cpu_adam for minutes; HF's AdamW is used.
 }
-
-
-def adapter_digest(model) -> str:
-    """A hash of the LoRA parameters, to compare ranks and before/after."""
-    digest = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
-        if "lora_" in name:
-            digest.update(name.encode())
-            digest.update(p.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _step_timer():
@@ -70,6 +59,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
+
+    from coevo_ray.runtime import parameters_digest, write_rank_digests
 
     cfg = LLMTrainConfig(**config["train"])
     ctx = ray.train.get_context()
@@ -128,11 +119,11 @@ def _train_loop(config: dict[str, Any]) -> None:
                          processing_class=tok, peft_config=peft_config)
     step_times = _step_timer()
     trainer.add_callback(step_times)
-    initial_digest = adapter_digest(trainer.model)
+    initial_digest = parameters_digest(trainer.model, "lora_")
     # No evaluate() before train(): it makes HF's Trainer skip the DDP wrap, and the ranks then
     # train apart (seen here: different adapters on the two ranks).
     trainer.train()
-    final_digest = adapter_digest(trainer.model)
+    final_digest = parameters_digest(trainer.model, "lora_")
     before, after = {}, {}
     if config.get("evaluate"):
         after = trainer.evaluate()
@@ -156,9 +147,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         for key, value in ev.items():
             if key.startswith("eval_rewards") or key == "eval_loss":
                 metrics[f"{prefix}/{key[5:]}"] = float(value)
-    if config.get("digest_dir"):
-        Path(config["digest_dir"], f"rank{rank}.json").write_text(json.dumps(
-            {"initial": initial_digest, "final": final_digest}))
+    write_rank_digests(config.get("digest_dir"), rank, initial_digest, final_digest)
     checkpoint = None
     if rank == 0:
         adapter_dir = Path(out_dir) / "adapter"
