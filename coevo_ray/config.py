@@ -8,7 +8,7 @@ from typing import Any
 
 from coevo_ray.data.corpus import DEFAULT_MAX_TEXT_CHARS
 from coevo_ray.errors import InputError
-from coevo_ray.interpret.prompts import PROMPT_STYLES
+from coevo_ray.interpret.prompts import PROMPT_STYLES, TaskDescription
 from coevo_ray.interpret.stage import StageResources
 from coevo_ray.prefer.density import PreferenceConfig
 from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
@@ -27,6 +27,11 @@ class InterpretConfig:
     # "paper" is T_DESC verbatim. "guided" (text delimited, worked example) keeps 135M-0.5B
     # models on the text: 60 bank77 texts, SmolLM2-135M, K=10: ACC 25.7 (paper) vs 31.0 (guided).
     prompt_style: str = "guided"
+    n_exemplars: int = 8  # corpus texts (seeded sample, no labels) the "exemplars" style shows
+    # Force answers into "Reasoning: <one line>\nKeywords: <= 8 comma-separated>" with vLLM
+    # structured output; off by default (see benchmarks/prompt_variants.py for its effect).
+    structured_output: bool = False
+    stop: tuple[str, ...] = ()
     temperatures: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)  # paper A.1: M+1 = 4 candidates
     max_tokens: int = 96  # not given in the paper; the paper's example answer is ~80 tokens
     dtype: str = "float32"  # CPU: fp32 is 2.7x faster than bf16 in vLLM eager here (see engine.py)
@@ -52,6 +57,11 @@ class InterpretConfig:
         self.temperatures = temps
         if self.prompt_style not in PROMPT_STYLES:
             raise InputError(f"unknown prompt style {self.prompt_style!r}; choose one of {PROMPT_STYLES}")
+        if self.prompt_style == "exemplars" and self.n_exemplars < 1:
+            raise InputError(f"prompt style 'exemplars' needs n_exemplars >= 1, got {self.n_exemplars}")
+        if self.structured_output and self.backend != "vllm":
+            raise InputError("structured_output needs backend='vllm'")
+        self.stop = tuple(self.stop)
         if self.max_tokens < 1:
             raise InputError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.adapter_serving not in ADAPTER_SERVING:
@@ -81,10 +91,18 @@ class ClusterConfig:
     # representation="concat": [E(interpretation), w·E(text)], both L2-normalised. 1.0 is the
     # Keyphrase baseline; w > 1 leans on the text when a small LLM drifts off it.
     text_weight: float = 1.0
+    # n_clusters="auto": silhouette sweep over K in [auto_k_min, auto_k_max] (clustering/auto_k.py).
+    auto_k_min: int = 2
+    auto_k_max: int = 200
+    # Describe the clusters: c-TF-IDF keywords always; an LLM-written name per cluster when set.
+    name_clusters: bool = True
+    keywords_per_cluster: int = 8
 
     def __post_init__(self) -> None:
         if self.text_weight < 0:
             raise InputError(f"text_weight must be >= 0, got {self.text_weight}")
+        if not 2 <= self.auto_k_min <= self.auto_k_max:
+            raise InputError(f"need 2 <= auto_k_min <= auto_k_max, got {self.auto_k_min}, {self.auto_k_max}")
 
 
 SECTIONS = {"interpret": InterpretConfig, "embed": EmbedConfig, "cluster": ClusterConfig,
@@ -94,7 +112,7 @@ SECTIONS = {"interpret": InterpretConfig, "embed": EmbedConfig, "cluster": Clust
 @dataclass
 class CoEvolverConfig:
     task: str
-    n_clusters: int
+    n_clusters: int | str  # an integer >= 2, or "auto" (estimated after iteration 0's interpretations)
     iterations: int = 2  # paper A.1: "we generally perform 2 iterations"
     representation: str = "interpretation"
     seed: int = 0
@@ -111,13 +129,15 @@ class CoEvolverConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, cls(**value))
+        TaskDescription.parse(self.task)  # "<task>: <standard>", refused here rather than in an actor
         if self.representation not in REPRESENTATIONS:
             raise InputError(f"unknown representation {self.representation!r}; choose one of {REPRESENTATIONS}")
         k = self.n_clusters
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise InputError(f"n_clusters must be an integer, got {k!r}")
-        if k <= 1:
-            raise InputError(f"n_clusters must be at least 2, got {k}")
+        if k != "auto":
+            if isinstance(k, bool) or not isinstance(k, int):
+                raise InputError(f"n_clusters must be an integer or 'auto', got {k!r}")
+            if k <= 1:
+                raise InputError(f"n_clusters must be at least 2, got {k}")
         if not isinstance(self.iterations, int) or self.iterations < 0:
             raise InputError(f"iterations must be a non-negative integer, got {self.iterations!r}")
         if self.iterations > 0 and len(self.interpret.temperatures) < 2:

@@ -1,7 +1,11 @@
 """The run directory: one sub-directory per finished stage, named by a hash of everything the
 stage depends on, so a rerun reads finished stages and a changed setting recomputes only what it
 affects. Stages are written to a temporary sibling and renamed, so a killed stage is never
-mistaken for a finished one."""
+mistaken for a finished one.
+
+``manifest.json`` at the root lists the finished stages (name, directory, key, seconds) and the
+configuration that wrote them; a directory written by a different configuration is refused
+unless the caller asks to resume it (then only the stages whose inputs changed run again)."""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
-from coevo_ray._atomic import atomic_dir
+from coevo_ray._atomic import atomic_dir, atomic_write_json
 from coevo_ray.errors import RunDirectoryError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +35,38 @@ class RunDir:
             root = tempfile.mkdtemp(prefix="coevo-run-")
         self.root = Path(root).expanduser().resolve()
         self._check_writable()
+        self.reused: list[str] = []
+        self.ran: list[str] = []
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"runs": [], "stages": {}}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunDirectoryError(f"{self.manifest_path} is unreadable ({exc}); move it away to start over") from None
+
+    def open_run(self, config: dict[str, Any], resume: bool) -> None:
+        """Refuse a directory holding another configuration's run unless ``resume``."""
+        config = json.loads(json.dumps(config, default=str))  # as stored: tuples become lists
+        manifest = self.manifest()
+        key = fingerprint(config)
+        previous = manifest["runs"][-1] if manifest["runs"] else None
+        if previous and previous["config_key"] != key and not resume:
+            changed = sorted(_changed_keys(previous.get("config", {}), config))
+            raise RunDirectoryError(
+                f"{self.root} holds a run written by a different configuration (changed: {', '.join(changed) or '?'}); "
+                "pass resume=True (CLI: --resume) to reuse the stages that still apply, or choose a new output directory")
+        manifest["runs"].append({"config_key": key, "config": config, "started_at": time.time()})
+        self._save(manifest)
+        self.reused, self.ran = [], []
+
+    def _save(self, manifest: dict[str, Any]) -> None:
+        atomic_write_json(self.manifest_path, manifest)
 
     def _check_writable(self) -> None:
         """Fail before any expensive stage if results could not be saved."""
@@ -51,7 +88,25 @@ class RunDir:
         path = self.stage_path(name, key)
         if path.exists():
             logger.info("stage %s: reusing %s", name, path.name)
+            self.reused.append(name)
             return path, True
         logger.info("stage %s: running", name)
+        start = time.perf_counter()
         atomic_dir(path, build)
+        self.ran.append(name)
+        manifest = self.manifest()
+        manifest["stages"][path.name] = {"stage": name, "key": key, "seconds": round(time.perf_counter() - start, 2),
+                                         "finished_at": time.time()}
+        self._save(manifest)
         return path, False
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> set[str]:
+    out = set()
+    for k in set(old) | set(new):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out |= _changed_keys(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.add(prefix + k)
+    return out

@@ -28,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--text-field", default="text")
     p.add_argument("--label-field", default=None, help="column with ground truth; enables ACC/NMI/ARI")
     p.add_argument("--task", default=None, help='task description "<task>: <standard>", e.g. "intent: user intent"')
-    p.add_argument("--k", type=int, default=None, help="number of clusters")
+    p.add_argument("--k", default=None, help="number of clusters, or 'auto' (default: the number of labels)")
     p.add_argument("--llm", default="smollm2-135m-instruct", help="model alias, local directory or HF id")
     p.add_argument("--embedder", default="all-minilm-l6-v2", help="model alias, local directory or HF id")
     p.add_argument("--profile", default="quick", choices=("quick", "paper"),
@@ -39,11 +39,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--representation", default="interpretation", choices=("interpretation", "text", "concat"))
     p.add_argument("--text-weight", type=float, default=1.0,
                    help="with --representation concat: weight of the raw-text embedding")
-    p.add_argument("--prompt-style", default="guided", choices=("paper", "agnostic", "guided"))
+    p.add_argument("--prompt-style", default="guided", choices=("paper", "agnostic", "guided", "exemplars"))
+    p.add_argument("--structured-output", action="store_true",
+                   help="force 'Reasoning: …\\nKeywords: …' answers with vLLM structured output")
     p.add_argument("--backend", default="vllm", choices=("vllm", "transformers"))
     p.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,0.5,1.0,1.5")
     p.add_argument("--max-tokens", type=int, default=None)
-    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--output-dir", default="runs/demo",
+                   help="run directory: finished stages, assignments.jsonl, summary.json, report.html")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the finished stages of an earlier run in --output-dir even if its settings differ")
+    p.add_argument("--save-model", default=None, help="also save the fitted model here (CoEvolver.load reads it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gen-actors", type=int, default=1, help="generation actors (one LLM engine each)")
     p.add_argument("--gen-batch-size", type=int, default=64)
@@ -74,11 +80,17 @@ def main(argv=None) -> int:
             corpus = corpus.sample(args.sample, seed=args.seed)
         k = args.k or corpus.n_classes
         if k is None:
-            print("error: --k is required when the input has no labels", file=sys.stderr)
+            print("error: --k is required when the input has no labels (a number or 'auto')", file=sys.stderr)
             return 2
+        if k != "auto":
+            try:
+                k = int(k)
+            except ValueError:
+                print(f"error: --k must be an integer or 'auto', got {args.k!r}", file=sys.stderr)
+                return 2
         settings = profile_settings(args.profile)
         interpret = {**settings.pop("interpret", {}), "llm": args.llm, "backend": args.backend, "prompt_style": args.prompt_style,
-                     "resources": StageResources(actors=args.gen_actors, batch_size=args.gen_batch_size,
+                     "structured_output": args.structured_output, "resources": StageResources(actors=args.gen_actors, batch_size=args.gen_batch_size,
                                                  gpus_per_actor=args.gpus_per_actor)}
         if args.temperatures:
             interpret["temperatures"] = tuple(float(t) for t in args.temperatures.split(","))
@@ -95,7 +107,9 @@ def main(argv=None) -> int:
                           output_dir=args.output_dir, interpret=interpret, embed=embed,
                           cluster={"text_weight": args.text_weight}, **settings)
         start = time.perf_counter()
-        model.fit(corpus)
+        model.fit(corpus, resume=args.resume)
+        if args.save_model:
+            model.save(args.save_model)
     except CoEvoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -107,8 +121,10 @@ def main(argv=None) -> int:
                   f"ARI {entry['ari']:.2f} ({on_text})")
         else:
             print(f"iteration {entry['iteration']}: done, no labels ({on_text})")
-    print(f"{len(corpus)} texts -> {k} clusters in {time.perf_counter() - start:.1f} s; "
-          f"outputs in {Path(model.run_dir_)} (assignments.jsonl, summary.json)")
+    for c, (name, kws) in enumerate(zip(model.cluster_names_, model.cluster_keywords_)):
+        print(f"  cluster {c:3d} ({int((model.labels_ == c).sum()):4d} texts) {name}  [{', '.join(kws[:5])}]")
+    print(f"{len(corpus)} texts -> {model.n_clusters_} clusters in {time.perf_counter() - start:.1f} s; "
+          f"outputs in {Path(model.run_dir_)} (assignments.jsonl, summary.json, report.html)")
     return 0
 
 

@@ -17,6 +17,7 @@ QUICK = dict(
     # lr above the paper's 1e-5 so that 3 steps visibly move the LLM's greedy outputs.
     train_llm={"max_steps": 3, "per_device_batch_size": 2, "learning_rate": 1e-3, "max_length": 384},
     train_embedder={"max_steps": 2, "batch_size": 16, "learning_rate": 1e-5},
+    cluster={"name_clusters": False},  # naming is covered in test_product.py
 )
 STAGES = ["iter0-embed-candidates", "iter0-embed-interpretations", "iter0-interpret", "iter0-train-embedder",
           "iter1-dpo", "iter1-embed-interpretations", "iter1-embed-interpretations-final", "iter1-interpret",

@@ -40,7 +40,7 @@ def test_fit_iteration0_with_vllm_actors(ray_session, tmp_path):
     texts, labels = read_jsonl("bank77.jsonl", n=200)
     k = len(set(labels))
     model = CoEvolver(task=TASK, n_clusters=k, output_dir=str(tmp_path), interpret={"max_tokens": 48},
-                      iterations=0, train_embedder={"enabled": False})
+                      iterations=0, train_embedder={"enabled": False}, cluster={"name_clusters": False})
     model.fit(texts, labels=labels)
     _check_fit(model, 200, tmp_path)
 
@@ -91,3 +91,19 @@ def test_lora_rank_above_engine_limit(smollm2_dir, tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 128}))
     with pytest.raises(InputError, match="LoRA rank 128 .* above the engine limit max_lora_rank=64"):
         VLLMEngine(EngineSpec(model_dir=str(smollm2_dir), adapter_dir=str(tmp_path), max_lora_rank=64))
+
+
+def test_structured_output_forces_the_answer_shape(ray_session, smollm2_dir):
+    """vLLM structured output (xgrammar, on CPU): with the paper's template SmolLM2 rarely keeps
+    the format; constrained, every answer is `Reasoning: <line>\\nKeywords: <≤ 8 items>`."""
+    import re
+
+    from coevo_ray.interpret.prompts import INTERPRETATION_REGEX
+
+    texts, _ = read_jsonl("bank77.jsonl", n=6, seed=6)
+    settings = GenerationSettings(task=TASK, prompt_style="paper", temperatures=(0.0, 1.0), max_tokens=160)
+    rows = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir), structured_regex=INTERPRETATION_REGEX), settings, 6)
+    assert len(rows) == 12
+    for r in rows:
+        assert re.fullmatch(INTERPRETATION_REGEX, r["raw"]), r["raw"]
+        assert not r["fallback"] and 1 <= len(r["keywords"]) <= 8

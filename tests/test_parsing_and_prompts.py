@@ -68,3 +68,17 @@ def test_rendered_through_the_chat_template(smollm2_dir):
     prompt = render_prompt(tok, "Please delete my account.", TaskDescription.parse("intent: user intent"), "guided")
     assert "<|im_start|>user" in prompt and prompt.rstrip().endswith("<|im_start|>assistant")
     assert "<text>\nPlease delete my account.\n</text>" in prompt
+
+
+def test_exemplars_style_shows_sampled_corpus_texts():
+    from coevo_ray.interpret import exemplar_texts
+
+    corpus = [f"text number {i}" for i in range(50)] + ["text number 3"]
+    picked = exemplar_texts(corpus, 5, seed=1)
+    assert len(picked) == 5 == len(set(picked)) and picked == exemplar_texts(corpus, 5, seed=1)
+    assert picked != exemplar_texts(corpus, 5, seed=2)
+    msgs = build_messages("my card is lost", TaskDescription.parse("intent: user intent"), "exemplars", picked)
+    assert all(f"- {p}" in msgs[0]["content"] for p in picked)
+    assert msgs[-1]["content"].startswith("<text>\nmy card is lost\n</text>")
+    with pytest.raises(InputError, match="needs corpus texts"):
+        build_messages("x", TaskDescription.parse("intent: user intent"), "exemplars")

@@ -74,6 +74,14 @@ class FaissKMeans:
         self.labels_: np.ndarray | None = None
         self.distances_: np.ndarray | None = None
 
+    @classmethod
+    def from_centers(cls, centers: np.ndarray, normalize: bool = True) -> "FaissKMeans":
+        """An assigner for saved centres: ``predict`` gives what ``fit``'s ``labels_`` gave."""
+        centers = np.ascontiguousarray(centers, dtype=np.float32)
+        km = cls(max(2, centers.shape[0]), normalize=normalize)
+        km.cluster_centers_ = centers
+        return km
+
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         x = check_embeddings(x)
         return l2_normalize(x) if self.normalize else x

@@ -40,6 +40,8 @@ class EngineSpec:
     gpu_memory_utilization: float = 0.85
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
+    # vLLM structured output (xgrammar; runs on CPU too): answers forced into this regex.
+    structured_regex: str | None = None
     seed: int = 0
     extra_engine_kwargs: dict = field(default_factory=dict)
 
@@ -99,7 +101,9 @@ class VLLMEngine:
 
     def generate(self, prompts, temperatures, seeds, max_tokens):
         from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
+        shape = self.spec.structured_regex
         params = [
             SamplingParams(
                 temperature=float(t),
@@ -107,6 +111,7 @@ class VLLMEngine:
                 max_tokens=max_tokens,
                 repetition_penalty=self.spec.repetition_penalty,
                 stop=list(self.spec.stop) or None,
+                structured_outputs=StructuredOutputsParams(regex=shape) if shape else None,
             )
             for t, s in zip(temperatures, seeds)
         ]
@@ -123,6 +128,9 @@ class TransformersEngine:
 
     def __init__(self, spec: EngineSpec, batch_size: int = 32) -> None:
         import torch
+
+        if spec.structured_regex:
+            raise InputError("structured_output needs the vllm backend; the transformers engine has no grammar support")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(

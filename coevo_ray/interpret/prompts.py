@@ -4,12 +4,14 @@
 task-agnostic template of section 4.2.5. ``guided`` is ours, for small instruct models (issue 9):
 instructions in the system turn, a worked example as a previous exchange, and the text first and
 delimited in the user turn, so a 135M model analyses the text instead of greeting the user.
+``exemplars`` is ``guided`` plus a few unlabeled texts drawn from the corpus itself in the system
+turn, so the model sees what kind of collection it is reading (banking chat, emotions, ...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from coevo_ray.errors import InputError
 
@@ -48,8 +50,25 @@ GUIDED_EXAMPLE_ANSWER = (
     "Keywords: Saturn, Ion, engine, diagnostic, code, air flow, trouble"
 )
 GUIDED_USER = '<text>\n{text}\n</text>\nWhat {standard} is this text about?'
+EXEMPLARS_HEADER = "\n\nThe texts come from one collection; some of them, for context:\n"
 
-PROMPT_STYLES = ("paper", "agnostic", "guided")
+#: The answer shape for vLLM structured output: one line of reasoning (<= 200 characters) and at
+#: most 8 keywords (<= 24 characters each), about 100 tokens at most.
+#: Each keyword starts with a letter or digit, so "Keywords: ..." copied from a template is ruled out.
+INTERPRETATION_REGEX = r"Reasoning: [^\n]{8,200}\nKeywords: [A-Za-z0-9][^\n,]{0,23}(, [A-Za-z0-9][^\n,]{0,23}){0,7}"
+
+PROMPT_STYLES = ("paper", "agnostic", "guided", "exemplars")
+
+#: Not an interpretation style: the request that names a cluster from its keywords and texts.
+NAMING_STYLE = "name"
+NAMING_SYSTEM = (
+    "You name groups of texts that were clustered by {task}. Given a group's keywords and some of its "
+    "texts, reply with one short name (2 to 5 words) for the {standard} they share, and nothing else."
+)
+NAMING_EXAMPLE = ("Keywords: refund, return, money back, order\nTexts:\n- I want my money back for this jacket\n"
+                  "- How do I send an order back?", "Refunds and returns")
+#: With structured output the name is one capitalised line of at most ~48 characters.
+NAME_REGEX = r"[A-Z][A-Za-z0-9&,' /-]{2,47}"
 
 
 @dataclass(frozen=True)
@@ -72,16 +91,36 @@ class TaskDescription:
         return f"{self.task}: {self.standard}"
 
 
-def build_messages(text: str, desc: TaskDescription, style: str = "paper") -> list[dict[str, Any]]:
-    """Chat messages for one text."""
+def exemplar_texts(texts: Sequence[str], n: int, seed: int = 0) -> tuple[str, ...]:
+    """A seeded sample of ``n`` distinct corpus texts for the "exemplars" style (no labels used)."""
+    import numpy as np
+
+    distinct = list(dict.fromkeys(t for t in texts if t.strip()))
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(distinct), size=min(n, len(distinct)), replace=False)
+    return tuple(distinct[i] for i in sorted(picked))
+
+
+def build_messages(text: str, desc: TaskDescription, style: str = "paper",
+                   exemplars: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Chat messages for one text; ``exemplars`` (corpus texts, no labels) only for that style."""
     if style == "paper":
         return [{"role": "user", "content": PAPER_TEMPLATE.format(task=desc.task, standard=desc.standard, text=text)}]
     if style == "agnostic":
         return [{"role": "user", "content": AGNOSTIC_TEMPLATE.format(text=text)}]
-    if style == "guided":
+    if style == NAMING_STYLE:
+        return [{"role": "system", "content": NAMING_SYSTEM.format(task=desc.task, standard=desc.standard)},
+                {"role": "user", "content": NAMING_EXAMPLE[0]}, {"role": "assistant", "content": NAMING_EXAMPLE[1]},
+                {"role": "user", "content": text}]
+    if style in ("guided", "exemplars"):
         fmt = {"task": desc.task, "standard": desc.standard}
+        system = GUIDED_SYSTEM.format(**fmt)
+        if style == "exemplars":
+            if not exemplars:
+                raise InputError("prompt style 'exemplars' needs corpus texts to show (n_exemplars >= 1)")
+            system += EXEMPLARS_HEADER + "\n".join(f"- {' '.join(e.split())[:200]}" for e in exemplars)
         return [
-            {"role": "system", "content": GUIDED_SYSTEM.format(**fmt)},
+            {"role": "system", "content": system},
             {"role": "user", "content": GUIDED_USER.format(text=GUIDED_EXAMPLE_TEXT, **fmt)},
             {"role": "assistant", "content": GUIDED_EXAMPLE_ANSWER},
             {"role": "user", "content": GUIDED_USER.format(text=text, **fmt)},
@@ -89,9 +128,10 @@ def build_messages(text: str, desc: TaskDescription, style: str = "paper") -> li
     raise InputError(f"unknown prompt style {style!r}; choose one of {PROMPT_STYLES}")
 
 
-def render_prompt(tokenizer, text: str, desc: TaskDescription, style: str = "paper") -> str:
+def render_prompt(tokenizer, text: str, desc: TaskDescription, style: str = "paper",
+                  exemplars: Sequence[str] = ()) -> str:
     """The exact prompt string the engine sees; DPO trains on the same string."""
-    messages = build_messages(text, desc, style)
+    messages = build_messages(text, desc, style, exemplars)
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return "\n\n".join(m["content"] for m in messages) + "\n\n"

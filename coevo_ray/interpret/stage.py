@@ -37,6 +37,7 @@ class GenerationSettings:
     temperatures: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
     max_tokens: int = 96
     seed: int = 0
+    exemplars: tuple[str, ...] = ()  # corpus texts shown by the "exemplars" prompt style
 
 
 def _configure_cpu_env(threads: int | None) -> None:
@@ -67,7 +68,8 @@ class InterpretUDF:
         s = self.settings
         ids = [int(i) for i in batch["id"]]
         texts = [str(t) for t in batch["text"]]
-        prompts = [render_prompt(self.engine.tokenizer, t, self.desc, s.prompt_style) for t in texts]
+        prompts = [render_prompt(self.engine.tokenizer, t, self.desc, s.prompt_style, s.exemplars)
+                   for t in texts]
         req_prompts, req_temps, req_seeds, req_rows = [], [], [], []
         for row, (rid, prompt) in enumerate(zip(ids, prompts)):
             for cand, temp in enumerate(s.temperatures):
