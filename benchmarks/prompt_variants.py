@@ -147,6 +147,16 @@ def markdown(result: dict) -> str:
                          ("interpretations", "keywords_only", "text+interpretation", "text+interpretation_w2")]
                 lines.append(f"| {llm} | {variant} | " + " | ".join(cells) +
                              f" | {r['on_text']['gap']} | {r['parse_fallbacks']} | {r['output_tokens_per_text']} |")
+    trained = result.get("after_embedder_training", {})
+    if trained:
+        lines += ["\n### After iteration 0's embedder training (best variant per LLM, library defaults)\n",
+                  "| LLM | dataset | variant | raw texts | interpretations | keywords only | text ⊕ interp. "
+                  "| text ⊕ interp. (w=2) | training s |", "|---|---|---|---|---|---|---|---|---|"]
+        for llm, r in trained.items():
+            cells = [f"{r[k]['acc']} / {r[k]['nmi']}" for k in
+                     ("raw_texts", "interpretations", "keywords_only", "text+interpretation", "text+interpretation_w2")]
+            lines.append(f"| {llm} | {r['dataset']} | {r['variant']} | " + " | ".join(cells) +
+                         f" | {r['embedder_training_s']} |")
     return "\n".join(lines) + "\n"
 
 

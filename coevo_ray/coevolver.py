@@ -375,8 +375,8 @@ class CoEvolver:
                                         seed=self.config.seed)
         self.n_clusters_ = k
         self.timings_[f"{step}-auto-k"] = round(time.perf_counter() - start, 2)
-        extra["auto_k"] = {"k": k, "silhouette": {str(q): round(v, 4) for q, v in scores.items()}}
-        logger.info("%s: n_clusters='auto' -> K=%d (silhouette %.3f)", step, k, scores[k])
+        extra["auto_k"] = {"k": k, "eigengap": {str(q): round(v, 5) for q, v in scores.items()}}
+        logger.info("%s: n_clusters='auto' -> K=%d (eigengap %.4f)", step, k, scores[k])
 
     # ------------------------------------------------------------------ cluster descriptions
     def _describe(self, generated: Path, distances: np.ndarray) -> None:

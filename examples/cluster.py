@@ -40,8 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--text-weight", type=float, default=1.0,
                    help="with --representation concat: weight of the raw-text embedding")
     p.add_argument("--prompt-style", default="guided", choices=("paper", "agnostic", "guided", "exemplars"))
-    p.add_argument("--structured-output", action="store_true",
-                   help="force 'Reasoning: …\\nKeywords: …' answers with vLLM structured output")
+    p.add_argument("--structured-output", default=None, action=argparse.BooleanOptionalAction,
+                   help="force 'Reasoning: …\\nKeywords: …' answers with vLLM structured output "
+                        "(default: on with the vllm backend)")
     p.add_argument("--backend", default="vllm", choices=("vllm", "transformers"))
     p.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,0.5,1.0,1.5")
     p.add_argument("--max-tokens", type=int, default=None)
