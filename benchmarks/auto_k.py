@@ -49,7 +49,7 @@ def main() -> None:
             gen = json.loads(cached.read_text())
             _, vlabels = variant_sample(name, n, 0)
             k, _ = estimate_n_clusters(encode(encoder, gen["interpretation"]), 2, min(args.k_max, n - 1), seed=0)
-            entry[cached.stem.split(f"-s0-")[1]] = {"n": n, "true_k": len(set(vlabels)), "estimated_k": k}
+            entry[cached.stem.split("-s0-")[1]] = {"n": n, "true_k": len(set(vlabels)), "estimated_k": k}
         result["datasets"][name] = entry
         print(name, json.dumps({key: {x: v[x] for x in ("n", "true_k", "estimated_k")} for key, v in entry.items()}),
               flush=True)

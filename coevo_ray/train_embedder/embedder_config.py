@@ -27,7 +27,10 @@ class EmbedderTrainConfig:
     dropout_pair: bool = True  # eq. 13; False = the paper's "w/o Dropout" ablation
     num_workers: int | None = None  # None: one per GPU, or 2 CPU workers on a CPU cluster
     cpus_per_worker: float = 1.0
-    max_failures: int = 1
+    max_failures: int = 1  # Ray Train restarts the workers this often, from the last checkpoint
+    # Report a checkpoint (weights + Adam state + step, safetensors/JSON) every N steps, so a
+    # killed worker costs at most N steps; 0 = only the final model.
+    checkpoint_every: int = 50
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -37,5 +40,7 @@ class EmbedderTrainConfig:
             raise InputError(f"embedder batch_size must be >= 2 (in-batch negatives), got {self.batch_size}")
         if self.tau <= 0 or self.learning_rate <= 0:
             raise InputError("tau and learning_rate must be > 0")
+        if self.checkpoint_every < 0:
+            raise InputError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.dec_clusters < 2:
             raise InputError(f"dec_clusters must be >= 2, got {self.dec_clusters}")

@@ -1,6 +1,12 @@
 """Step 5 of the pipeline: train the embedder on (text, interpretation) pairs with L_E (eq. 16),
 DDP over Ray Train workers (gloo on CPU, NCCL on GPUs).
 
+Fault tolerance: every ``checkpoint_every`` steps rank 0 reports a checkpoint (weights, Adam
+state, step, running loss sums; safetensors + JSON); after a worker dies Ray Train restarts the
+group (``FailureConfig``) and the loop resumes from it, skipping the batches already seen. The
+dropout RNG is reseeded per step, so a resumed run ends with the same weights as an
+uninterrupted one.
+
 Every worker reads the whole pairs dataset in order and keeps every world-th row: Ray
 Data's streaming split hands blocks to whichever worker asks first, so its shards — and with them
 the in-batch negatives — would change from run to run. Each worker then runs the same number of
@@ -14,6 +20,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -70,6 +77,50 @@ def _freeze_unused(loss_module, model) -> list[str]:
     return frozen
 
 
+def _save_train_state(out: Path, loss_module, optimizer, step: int, sums: dict[str, float],
+                      step_times: list[float]) -> None:
+    """Weights and Adam moments as safetensors, counters as JSON (no pickle)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in loss_module.state_dict().items()}
+    adam_steps = {}
+    for i, p in enumerate(q for g in optimizer.param_groups for q in g["params"]):
+        state = optimizer.state.get(p, {})
+        if state:
+            tensors[f"adam.{i}.exp_avg"] = state["exp_avg"].detach().cpu().contiguous()
+            tensors[f"adam.{i}.exp_avg_sq"] = state["exp_avg_sq"].detach().cpu().contiguous()
+            adam_steps[str(i)] = float(state["step"])
+    save_file(tensors, str(out / "train_state.safetensors"))
+    (out / "train_state.json").write_text(json.dumps({"step": step, "sums": sums, "step_times": step_times,
+                                                      "adam_steps": adam_steps}))
+
+
+def _report_progress(rank: int, step: int, loss_module, optimizer, sums, step_times) -> None:
+    """Every rank calls report; rank 0 attaches the checkpoint (Ray Train keeps the latest)."""
+    import ray.train
+
+    checkpoint = None
+    if rank == 0:
+        out = Path(tempfile.mkdtemp(prefix="coevo-embedder-step-"))
+        _save_train_state(out, loss_module, optimizer, step, sums, step_times)
+        checkpoint = ray.train.Checkpoint.from_directory(str(out))
+    ray.train.report({"step": step, "mean_loss": sums["loss"] / step}, checkpoint=checkpoint)
+
+
+def _load_train_state(ckpt_dir: Path, loss_module, optimizer, device) -> tuple[int, dict[str, float], list[float]]:
+    import torch
+    from safetensors.torch import load_file
+
+    meta = json.loads((ckpt_dir / "train_state.json").read_text())
+    tensors = load_file(str(ckpt_dir / "train_state.safetensors"), device=str(device))
+    loss_module.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    for i, p in enumerate(q for g in optimizer.param_groups for q in g["params"]):
+        if str(i) in meta["adam_steps"]:
+            optimizer.state[p] = {"step": torch.tensor(meta["adam_steps"][str(i)]),
+                                  "exp_avg": tensors[f"adam.{i}.exp_avg"], "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"]}
+    return int(meta["step"]), meta["sums"], meta["step_times"]
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
@@ -100,10 +151,21 @@ def _train_loop(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     sums = dict.fromkeys(LOSS_PARTS, 0.0)
     step_times: list[float] = []
-    step = 0
+    step = resumed_from = 0
+    previous = ray.train.get_checkpoint()
+    if previous is not None:
+        with previous.as_directory() as ckpt:
+            step, sums, step_times = _load_train_state(Path(ckpt), loss_module, optimizer, device)
+        resumed_from = step
+        if rank == 0:
+            logger.info("embedder: resuming from the checkpoint at step %d/%d", step, total_steps)
     while step < total_steps:
         epoch, start = step // steps_per_epoch, step
-        for rows in _rank_batches(shard, rank, world, batch, cfg.seed + 1000 * epoch + rank):
+        done_in_epoch = step - epoch * steps_per_epoch  # batches a restored run has already seen
+        for position, rows in enumerate(_rank_batches(shard, rank, world, batch, cfg.seed + 1000 * epoch + rank)):
+            if position < done_in_epoch:
+                continue
+            torch.manual_seed(cfg.seed + 7919 * step + rank)  # dropout masks depend on the step only
             began = time.perf_counter()
             text_f = model.preprocess(rows["text"])
             interp_f = model.preprocess(rows["interpretation"])
@@ -117,12 +179,15 @@ def _train_loop(config: dict[str, Any]) -> None:
             step += 1
             if rank == 0 and (step % 10 == 0 or step == total_steps):
                 logger.info("embedder: step %d/%d loss %.4f", step, total_steps, float(parts[0]))
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+                _report_progress(rank, step, loss_module, optimizer, sums, step_times)
             if step >= total_steps or step % steps_per_epoch == 0:
                 break
         if step == start:
             raise RuntimeError(f"rank {rank} got no training batch (batch {batch}, {config['n_rows']} rows)")
     metrics: dict[str, Any] = {f"mean_{k}": v / max(step, 1) for k, v in sums.items()}
     metrics.update(steps=step, world_size=world, batch_size=batch, frozen=frozen, step_times_s=step_times,
+                   resumed_from_step=resumed_from,
                    rank_digest=parameters_digest(loss_module.model), initial_digest=initial)
     write_rank_digests(config.get("digest_dir"), rank, initial, metrics["rank_digest"])
     checkpoint = None
@@ -146,7 +211,7 @@ def train_embedder(
     """Train on ``pairs`` (a Ray Dataset with ``id``, ``text``, ``interpretation``); write a
     sentence-transformers directory to ``out_dir``. ``centroids`` (K, D) initialise DEC."""
     from ray.data import ExecutionOptions
-    from ray.train import DataConfig, FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
@@ -169,8 +234,10 @@ def train_embedder(
         datasets={"train": pairs},
         # Every worker sees every row (it keeps its own), in the same order on every run.
         dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
-        run_config=RunConfig(name=f"embedder-{os.getpid()}-{n_rows}",
+        # A fresh name per fit: Ray Train V2 restores a run whose name and storage path exist.
+        run_config=RunConfig(name=f"embedder-{os.getpid()}-{n_rows}-{uuid.uuid4().hex[:8]}",
                              storage_path=storage_path or tempfile.mkdtemp(prefix="coevo-train-"),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     return fit_and_export(trainer, out_dir, "embedder training")

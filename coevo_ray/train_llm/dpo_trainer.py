@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,7 @@ def train_dpo(
                            "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None},
         scaling_config=scaling,
         torch_config=torch_config,
-        run_config=RunConfig(name=f"dpo-{os.getpid()}-{len(pairs['prompt'])}", storage_path=storage,
+        run_config=RunConfig(name=f"dpo-{os.getpid()}-{len(pairs['prompt'])}-{uuid.uuid4().hex[:8]}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
     return fit_and_export(trainer, out_dir, "DPO")
