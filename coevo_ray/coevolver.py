@@ -276,6 +276,10 @@ class CoEvolver:
                                  "repetition_cut": int(np.sum(greedy.column("repaired").to_numpy())),
                                  "fallback_kinds": {k: fallbacks.count(k) for k in sorted(set(fallbacks))}}
         entry.update(extra)
+        if greedy.num_rows and len(fallbacks) == greedy.num_rows:
+            logger.warning("iteration %d: no LLM answer kept the Reasoning/Keywords format (%d of %d fell back to "
+                           "content words of the text); try structured_output=True or another prompt_style",
+                           iteration, len(fallbacks), greedy.num_rows)
         interpretations = greedy.column("interpretation").to_pylist()
         guard = sample_on_text_similarity(str(emb_dir), self._corpus.model_texts(self.config.interpret.max_text_chars),
                                           interpretations, seed=self.config.seed)

@@ -81,3 +81,47 @@ def test_unreadable_manifest_is_reported(tmp_path):
 def test_load_refuses_a_directory_that_is_not_a_model(tmp_path):
     with pytest.raises(InputError, match="not a saved coevo_ray model"):
         CoEvolver.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/etc/passwd", "a/../../b", "..", "iter0-interpret/../../x"])
+def test_stage_names_cannot_escape_the_run_directory(tmp_path, name):
+    from coevo_ray.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    path = run.stage_path(name, "abc123")
+    assert path.resolve().is_relative_to((tmp_path / "run" / "stages").resolve())
+    assert path.parent == (tmp_path / "run" / "stages").resolve()
+
+
+def test_saved_model_paths_cannot_point_outside(tmp_path):
+    """The manifest only says whether an adapter/embedder exists; their paths are fixed names."""
+    import json
+
+    import numpy as np
+
+    from coevo_ray.model_io import FORMAT_VERSION, load_model_files
+
+    model = tmp_path / "model"
+    model.mkdir()
+    np.save(model / "centroids.npy", np.zeros((2, 3), np.float32))
+    np.save(model / "labels.npy", np.zeros(4, np.int64))
+    (model / "coevo_model.json").write_text(json.dumps(
+        {"format_version": FORMAT_VERSION, "llm_adapter": "../../etc", "embedder": "/root"}))
+    _, _, _, adapter, embedder = load_model_files(model)
+    assert adapter == model.resolve() / "llm_adapter" and embedder == model.resolve() / "embedder"
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    import json
+
+    import numpy as np
+
+    from coevo_ray.model_io import FORMAT_VERSION, load_model_files
+
+    model = tmp_path / "model"
+    model.mkdir()
+    np.save(model / "centroids.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(model / "labels.npy", np.zeros(4, np.int64))
+    (model / "coevo_model.json").write_text(json.dumps({"format_version": FORMAT_VERSION}))
+    with pytest.raises(InputError, match="cannot read centroids"):
+        load_model_files(model)
