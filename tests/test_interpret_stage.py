@@ -100,10 +100,10 @@ def test_structured_output_forces_the_answer_shape(ray_session, smollm2_dir):
 
     from coevo_ray.interpret.prompts import INTERPRETATION_REGEX
 
-    texts, _ = read_jsonl("bank77.jsonl", n=6, seed=6)
+    texts, _ = read_jsonl("bank77.jsonl", n=4, seed=6)
     settings = GenerationSettings(task=TASK, prompt_style="paper", temperatures=(0.0, 1.0), max_tokens=160)
-    rows = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir), structured_regex=INTERPRETATION_REGEX), settings, 6)
-    assert len(rows) == 12
+    rows = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir), structured_regex=INTERPRETATION_REGEX), settings, 4)
+    assert len(rows) == 8
     for r in rows:
         assert re.fullmatch(INTERPRETATION_REGEX, r["raw"]), r["raw"]
         assert not r["fallback"] and 1 <= len(r["keywords"]) <= 8

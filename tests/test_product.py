@@ -34,7 +34,7 @@ def _settings() -> dict:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    texts, labels = read_jsonl("clinc_domain.jsonl", n=40, seed=11)
+    texts, labels = read_jsonl("clinc_domain.jsonl", n=30, seed=11)
     path = tmp_path_factory.mktemp("data") / "small.jsonl"
     path.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
     return texts, labels, path

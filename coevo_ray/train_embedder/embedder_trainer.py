@@ -155,9 +155,10 @@ def _train_loop(config: dict[str, Any]) -> None:
     previous = ray.train.get_checkpoint()
     if previous is not None:
         with previous.as_directory() as ckpt:
-            step, sums, step_times = _load_train_state(Path(ckpt), loss_module, optimizer, device)
+            if (Path(ckpt) / "train_state.json").exists():  # a final-model checkpoint has none
+                step, sums, step_times = _load_train_state(Path(ckpt), loss_module, optimizer, device)
         resumed_from = step
-        if rank == 0:
+        if rank == 0 and step:
             logger.info("embedder: resuming from the checkpoint at step %d/%d", step, total_steps)
     while step < total_steps:
         epoch, start = step // steps_per_epoch, step
