@@ -56,8 +56,13 @@ def test_fit_describes_its_clusters(fitted, data):
     assert len(fitted.cluster_keywords_) == k
     used = set(fitted.labels_.tolist())
     assert all(fitted.cluster_keywords_[c] for c in used)  # every non-empty cluster has keywords
+    assert len(fitted.interpretations_) == len(data[0])
+    assert all(i.startswith("Reasoning:") and "\nKeywords: " in i for i in fitted.interpretations_)
     rows = [json.loads(line) for line in (fitted.run_dir_ / "assignments.jsonl").open()]
+    assert [r["id"] for r in rows] == list(range(len(data[0])))
     assert [r["cluster"] for r in rows] == fitted.labels_.tolist()
+    summary = json.loads((fitted.run_dir_ / "summary.json").read_text())
+    assert summary["history"][0]["acc"] == fitted.history_[0]["acc"] and len(summary["clusters"]) == k
     manifest = json.loads((fitted.run_dir_ / "manifest.json").read_text())
     assert any(v["stage"] == "iter0-interpret" for v in manifest["stages"].values())
 
