@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from coevo_ray.interpret.prompts import NAMING_EXAMPLE
+
 
 def naming_requests(texts: Sequence[str], labels: np.ndarray, keywords: Sequence[Sequence[str]],
                     centers_distance: np.ndarray | None = None, examples: int = 4) -> list[str]:
@@ -28,8 +30,6 @@ def clean_name(raw: str, keywords: Sequence[str]) -> str:
     line = re.sub(r"^(cluster\s+)?name\s*:\s*", "", line, flags=re.I).strip(" \"'*.#")
     words = line.split()
     # A small model may copy the worked example's answer instead of naming this cluster.
-    from coevo_ray.interpret.prompts import NAMING_EXAMPLE
-
     if not words or line.lower() == NAMING_EXAMPLE[1].lower():
         return ", ".join(keywords[:3]) or "(unnamed)"
     return " ".join(words[:6])
