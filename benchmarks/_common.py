@@ -48,6 +48,16 @@ def generate_in_process(spec, settings, batch: list[str], batch_size: int, warmu
     return raw, start_s, time.perf_counter() - t1, udf.engine.tokenizer
 
 
+def perturbed_candidates(greedy, n_candidates: int, seed: int = 0):
+    """(N, C, D): candidate 0 is the real vector, the others it plus noise (the selection cost
+    does not depend on what the vectors say)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(scale=0.05, size=(len(greedy), n_candidates - 1, greedy.shape[1])).astype(np.float32)
+    return np.concatenate([greedy[:, None, :], greedy[:, None, :] + noise], axis=1)
+
+
 def write_result(name: str, result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")

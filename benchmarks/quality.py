@@ -157,6 +157,9 @@ def markdown(result: dict) -> str:
             paper = PAPER.get(name, {}).get(row)
             ptxt = "–" if paper is None else f"{paper[0]} / {paper[1] if paper[1] is not None else '–'}"
             lines.append(f"| {name} | {r['n']} | {r['k']} | {row} | {acc} / {nmi} | {acc - base:+.2f} | {ptxt} |")
+    lines += ["", f"Machine: {json.dumps(result['machine'])}. Produced by (cached stages resume, so a dataset "
+              "list can be split over several runs):"]
+    lines += [f"- {name}: `{r.get('command', result['command'])}`" for name, r in result["datasets"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -179,7 +182,7 @@ def main() -> None:
     result.setdefault("datasets", {})
     for name in args.datasets:
         logging.info("quality: dataset %s", name)
-        result["datasets"][name] = run_dataset(name, args, profile["settings"])
+        result["datasets"][name] = {**run_dataset(name, args, profile["settings"]), "command": result["command"]}
         write_result(path.name, result)  # after every dataset: an interrupted run keeps what finished
         (RESULTS / f"quality-{args.profile}.md").write_text(markdown(result))
     print(markdown(result))

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATASETS, machine, write_result  # noqa: E402
+from _common import DATASETS, machine, perturbed_candidates, write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,9 +47,7 @@ def main(argv=None) -> int:
     greedy = encode(encoder, corpus.texts)
     embed_s = time.perf_counter() - t0
 
-    rng = np.random.default_rng(0)
-    noise = rng.normal(scale=0.05, size=(len(greedy), args.candidates - 1, greedy.shape[1])).astype(np.float32)
-    cands = np.concatenate([greedy[:, None, :], greedy[:, None, :] + noise], axis=1)
+    cands = perturbed_candidates(greedy, args.candidates)
 
     timings = {}
     winners = {}

@@ -37,12 +37,11 @@ from coevo_ray.metrics import ON_TEXT_MIN_GAP, evaluate_kmeans_protocol, sample_
 from coevo_ray.models import resolve_model
 from coevo_ray.rundir import RunDir, fingerprint
 from coevo_ray.runtime import ensure_ray
-from coevo_ray.tables import column_matrix, read_table
+from coevo_ray.tables import column_matrix, greedy_table, read_table
 from coevo_ray.train_llm.merge import serve_merged
 
 logger = logging.getLogger(__name__)
 
-ORDER = (("id", "ascending"), ("candidate", "ascending"))
 
 
 @dataclass(frozen=True)
@@ -257,8 +256,7 @@ class CoEvolver:
         cfg = self.config
         parts = []
         if cfg.representation in ("interpretation", "concat"):
-            emb = read_table(emb_path, sort_by=ORDER)
-            parts.append(column_matrix(emb.filter(np.asarray(emb.column("candidate")) == 0), "embedding"))
+            parts.append(column_matrix(greedy_table(emb_path, ["id", "embedding"]), "embedding"))
         if cfg.representation in ("text", "concat"):
             text_path = self._embed(self._texts_table(), "text", emb_dir, step, "texts")
             parts.append(column_matrix(read_table(text_path), "embedding"))
@@ -268,9 +266,7 @@ class CoEvolver:
 
     def _record(self, iteration: int, generated: Path, emb_dir: Path, rep: np.ndarray,
                 extra: dict[str, Any]) -> dict[str, Any]:
-        table = read_table(generated, columns=["id", "candidate", "interpretation", "fallback", "repaired"],
-                           sort_by=ORDER)
-        greedy = table.filter(np.asarray(table.column("candidate")) == 0)
+        greedy = greedy_table(generated, ["id", "interpretation", "fallback", "repaired"])
         fallbacks = [f for f in greedy.column("fallback").to_pylist() if f]
         entry: dict[str, Any] = {"iteration": iteration, "parse_fallbacks": len(fallbacks),
                                  "repetition_cut": int(np.sum(greedy.column("repaired").to_numpy())),
@@ -372,8 +368,7 @@ class CoEvolver:
         from coevo_ray.clustering import estimate_n_clusters
 
         cfg = self.config.cluster
-        emb = read_table(embedded, sort_by=ORDER)
-        vectors = column_matrix(emb.filter(np.asarray(emb.column("candidate")) == 0), "embedding")
+        vectors = column_matrix(greedy_table(embedded, ["id", "embedding"]), "embedding")
         start = time.perf_counter()
         k, scores = estimate_n_clusters(vectors, cfg.auto_k_min, min(cfg.auto_k_max, len(vectors) - 1),
                                         seed=self.config.seed)
@@ -387,8 +382,7 @@ class CoEvolver:
         from coevo_ray.describe import cluster_keywords
 
         cfg = self.config.cluster
-        table = read_table(generated, columns=["id", "candidate", "keywords"], sort_by=ORDER)
-        greedy = table.filter(np.asarray(table.column("candidate")) == 0)
+        greedy = greedy_table(generated, ["id", "keywords"])
         self.cluster_keywords_ = cluster_keywords(greedy.column("keywords").to_pylist(), self.labels_,
                                                   self.n_clusters_, cfg.keywords_per_cluster)
         texts = self._corpus.texts

@@ -102,3 +102,17 @@ def write_rank_digests(digest_dir: str | None, rank: int, initial: str, final: s
         from pathlib import Path
 
         Path(digest_dir, f"rank{rank}.json").write_text(json.dumps({"initial": initial, "final": final}))
+
+
+def rank_nodes() -> list[str]:
+    """The Ray node ID of every Train rank, in rank order (a collective: every rank calls it).
+    Recorded in the training metrics so a multi-node run shows where its workers ran."""
+    import ray
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [node]
+    nodes: list = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    return nodes

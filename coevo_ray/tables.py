@@ -17,6 +17,13 @@ def read_table(path: Path, columns: list[str] | None = None, sort_by=(("id", "as
     return table
 
 
+def greedy_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Candidate 0 (the temperature-0 answer) of every text, in id order. The filter is pushed
+    into the Parquet scan, so the other candidates never reach this process's memory."""
+    table = pq.read_table(str(path), columns=columns, filters=[("candidate", "=", 0)])
+    return table.sort_by([("id", "ascending")]) if "id" in table.column_names else table
+
+
 def column_matrix(table: pa.Table, column: str) -> np.ndarray:
     """A float32 matrix from a tensor or list column."""
     col = table.column(column).combine_chunks()

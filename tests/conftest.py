@@ -61,3 +61,32 @@ def minilm_dir():
     from coevo_ray.models import resolve_model
 
     return resolve_model("all-minilm-l6-v2")
+
+
+def kill_a_train_worker_after_checkpoints(storage: Path, n_checkpoints: int = 2, timeout_s: float = 600):
+    """Start a thread that SIGKILLs one Ray Train worker once ``storage`` holds ``n_checkpoints``
+    checkpoint directories (two: the first one is registered by then — a directory appears while
+    its upload is still in flight). Returns (thread, list that receives the killed PID)."""
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    killed: list[int] = []
+
+    def run() -> None:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if len(list(storage.rglob("checkpoint_*"))) >= n_checkpoints:
+                workers = [p for p in psutil.process_iter(["cmdline"])
+                           if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+                if workers:
+                    os.kill(workers[-1].pid, signal.SIGKILL)
+                    killed.append(workers[-1].pid)
+                    return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, killed

@@ -7,7 +7,6 @@ import pytest
 from coevo_ray import StageResources
 from coevo_ray.interpret import EngineSpec, GenerationSettings, interpret_dataset
 from coevo_ray.data import load_corpus
-from coevo_ray.train_llm.lora import random_lora_adapter
 from tests.conftest import read_jsonl
 
 TASK = "intent: user intent"
@@ -32,11 +31,17 @@ def test_transformers_engine_agrees_with_vllm(ray_session, smollm2_dir):
     assert all(r["raw"].strip() for r in hf)
 
 
-def test_rerun_reproduces_sampled_interpretations(ray_session, smollm2_dir):
+@pytest.fixture(scope="module")
+def sampled(ray_session, smollm2_dir):
+    """One uninterrupted multi-temperature run: (texts, spec, settings, rows)."""
     texts, _ = read_jsonl("bank77.jsonl", n=10, seed=1)
     spec = EngineSpec(model_dir=str(smollm2_dir))
     settings = GenerationSettings(task=TASK, temperatures=(0.0, 1.0, 1.5), max_tokens=24, seed=11)
-    first = _run_stage(texts, spec, settings, batch_size=3)
+    return texts, spec, settings, _run_stage(texts, spec, settings, batch_size=3)
+
+
+def test_rerun_reproduces_sampled_interpretations(sampled):
+    texts, spec, settings, first = sampled
     second = _run_stage(texts, spec, settings, batch_size=10)  # other batching, same requests
     assert len(first) == 30
     assert [r["raw"] for r in first] == [r["raw"] for r in second]
@@ -46,16 +51,6 @@ def test_rerun_reproduces_sampled_interpretations(ray_session, smollm2_dir):
     other_seed = _run_stage(texts, spec, GenerationSettings(task=TASK, temperatures=(0.0, 1.0, 1.5), max_tokens=24, seed=12), 10)
     assert [r["raw"] for r in other_seed if r["candidate"] == 0] == [r["raw"] for r in first if r["candidate"] == 0]
     assert [r["raw"] for r in other_seed if r["candidate"] > 0] != [r["raw"] for r in first if r["candidate"] > 0]
-
-
-def test_lora_adapter_changes_vllm_output(ray_session, smollm2_dir, tmp_path):
-    texts, _ = read_jsonl("bank77.jsonl", n=4, seed=2)
-    adapter = random_lora_adapter(smollm2_dir, tmp_path / "adapter", target_modules=("q_proj", "v_proj"))
-    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=16)
-    base = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir)), settings, 4)
-    tuned = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir), adapter_dir=str(adapter), max_lora_rank=64), settings, 4)
-    assert len(tuned) == 4
-    assert [r["raw"] for r in base] != [r["raw"] for r in tuned]
 
 
 def test_lora_rank_above_engine_limit(smollm2_dir, tmp_path):
@@ -83,18 +78,16 @@ def test_structured_output_forces_the_answer_shape(ray_session, smollm2_dir):
         assert not r["fallback"] and 1 <= len(r["keywords"]) <= 8
 
 
-def test_generation_survives_a_killed_actor(ray_session, smollm2_dir):
+def test_generation_survives_a_killed_actor(sampled):
     """SIGKILL the generation actor once its first rows have arrived: Ray Data restarts it and
     retries the unfinished batches, and the stage yields every row exactly once, with the
-    outputs of an uninterrupted run."""
+    outputs of the uninterrupted run (per-request seeds make sampled candidates comparable)."""
     import os
     import signal
 
     import psutil
 
-    texts, _ = read_jsonl("bank77.jsonl", n=24, seed=8)
-    spec = EngineSpec(model_dir=str(smollm2_dir))
-    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=16)
+    texts, spec, settings, clean = sampled
     ds = interpret_dataset(load_corpus(texts).to_ray_dataset(), spec, settings, StageResources(batch_size=2))
     rows, killed = [], []
     for row in ds.iter_rows():
@@ -105,7 +98,8 @@ def test_generation_survives_a_killed_actor(ray_session, smollm2_dir):
             assert actors, "no generation actor process found"
             os.kill(actors[0].pid, signal.SIGKILL)
             killed.append(actors[0].pid)
-    assert len(rows) < 24 or killed  # sanity: the kill happened while the stage was streaming
-    rows.sort(key=lambda r: r["id"])
-    assert [r["id"] for r in rows] == list(range(24)), "rows lost or duplicated after the actor was killed"
-    assert [r["raw"] for r in rows] == [r["raw"] for r in _run_stage(texts, spec, settings, batch_size=24)]
+    assert killed and len(rows) == len(clean)
+    rows.sort(key=lambda r: (r["id"], r["candidate"]))
+    assert [(r["id"], r["candidate"]) for r in rows] == [(r["id"], r["candidate"]) for r in clean], \
+        "rows lost or duplicated after the actor was killed"
+    assert [r["raw"] for r in rows] == [r["raw"] for r in clean]

@@ -7,7 +7,7 @@ import numpy as np
 from coevo_ray.clustering import FaissKMeans
 from coevo_ray.embed import encode, load_encoder
 from coevo_ray.train_embedder import EmbedderTrainConfig, train_embedder
-from tests.conftest import read_jsonl
+from tests.conftest import kill_a_train_worker_after_checkpoints, read_jsonl
 
 
 def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path):
@@ -43,12 +43,6 @@ def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir
     (FailureConfig), the loop resumes from the checkpoint (not from step 0) and finishes. (Not
     compared bit for bit with an uninterrupted run: two clean CPU runs already differ in the last
     bits — mean loss 0.099972 vs 0.099958 — from threaded float reductions.)"""
-    import os
-    import signal
-    import threading
-    import time
-
-    import psutil
     import ray
 
     texts, labels = read_jsonl("bank77.jsonl", n=160, seed=9)
@@ -57,24 +51,7 @@ def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir
     cfg = EmbedderTrainConfig(learning_rate=1e-4, batch_size=4, epochs=2, num_workers=2, checkpoint_every=5,
                               dec_weight=0.0)  # 2 epochs x 20 steps
     storage = tmp_path / "ray"
-    killed: list[int] = []
-
-    def kill_after_a_checkpoint() -> None:
-        deadline = time.time() + 600
-        while time.time() < deadline and not killed:
-            # Two checkpoint directories: the first one is registered by then (a directory
-            # appears while its upload is still in flight).
-            if len(list(storage.rglob("checkpoint_*"))) >= 2:
-                workers = [p for p in psutil.process_iter(["cmdline"])
-                           if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-                if workers:
-                    os.kill(workers[-1].pid, signal.SIGKILL)
-                    killed.append(workers[-1].pid)
-                    return
-            time.sleep(0.2)
-
-    killer = threading.Thread(target=kill_after_a_checkpoint, daemon=True)
-    killer.start()
+    killer, killed = kill_a_train_worker_after_checkpoints(storage)
     d1 = tmp_path / "d1"
     d1.mkdir()
     _, metrics = train_embedder(minilm_dir, ds, tmp_path / "killed", cfg, storage_path=str(storage), digest_dir=str(d1))

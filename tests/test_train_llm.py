@@ -7,7 +7,7 @@ from coevo_ray.interpret import EngineSpec, GenerationSettings, TaskDescription,
 from coevo_ray.interpret.stage import StageResources
 from coevo_ray.data import load_corpus
 from coevo_ray.train_llm import LLMTrainConfig, merge_adapter, train_dpo
-from tests.conftest import read_jsonl
+from tests.conftest import kill_a_train_worker_after_checkpoints, read_jsonl
 
 TASK = "intent: user intent"
 
@@ -25,15 +25,26 @@ def _pairs(model_dir, n=8):
     }, texts
 
 
-def test_dpo_on_two_workers_learns_and_changes_vllm_output(ray_session, smollm2_dir, tmp_path):
+def test_dpo_on_two_workers_survives_a_killed_worker_learns_and_changes_vllm_output(ray_session, smollm2_dir,
+                                                                                   tmp_path):
+    """One DPO run: a worker is SIGKILLed after the periodic checkpoints start; Ray Train
+    restarts the group, the Trainer resumes from the checkpoint, and the result must still
+    learn, agree across ranks and change vLLM's output."""
     pairs, texts = _pairs(smollm2_dir)
     # A larger lr than the paper's 1e-5 so that 4 steps move greedy outputs visibly.
-    cfg = LLMTrainConfig(max_steps=4, per_device_batch_size=2, learning_rate=1e-3, num_workers=2, max_length=384)
+    cfg = LLMTrainConfig(max_steps=4, per_device_batch_size=2, learning_rate=1e-3, num_workers=2, max_length=384,
+                         checkpoint_every=1)
     digests = tmp_path / "digests"
     digests.mkdir()
+    storage = tmp_path / "ray"
+    killer, killed = kill_a_train_worker_after_checkpoints(storage)
     adapter, metrics = train_dpo(str(smollm2_dir), pairs, tmp_path / "adapter", cfg,
-                                 storage_path=str(tmp_path / "ray"), evaluate=True, digest_dir=str(digests))
+                                 storage_path=str(storage), evaluate=True, digest_dir=str(digests))
+    killer.join(timeout=5)
     print("\nDPO metrics:", json.dumps(metrics, indent=1))
+    assert killed, "no Ray Train worker was killed"
+    assert metrics["steps"] == 4 and 1 <= metrics["resumed_from_step"] < 4, metrics
+    assert not list(storage.rglob("training_args.bin"))  # no pickle in the reported checkpoints
     assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 64
     ranks = [json.loads((digests / f"rank{r}.json").read_text()) for r in (0, 1)]

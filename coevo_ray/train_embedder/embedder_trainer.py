@@ -128,7 +128,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     from ray.train.torch import prepare_model
     from sentence_transformers import SentenceTransformer
 
-    from coevo_ray.runtime import parameters_digest, write_rank_digests
+    from coevo_ray.runtime import parameters_digest, rank_nodes, write_rank_digests
     from coevo_ray.train_embedder.losses import CoEvoEmbedderLoss
 
     cfg = EmbedderTrainConfig(**config["train"])
@@ -188,7 +188,7 @@ def _train_loop(config: dict[str, Any]) -> None:
             raise RuntimeError(f"rank {rank} got no training batch (batch {batch}, {config['n_rows']} rows)")
     metrics: dict[str, Any] = {f"mean_{k}": v / max(step, 1) for k, v in sums.items()}
     metrics.update(steps=step, world_size=world, batch_size=batch, frozen=frozen, step_times_s=step_times,
-                   resumed_from_step=resumed_from,
+                   resumed_from_step=resumed_from, rank_nodes=rank_nodes(),
                    rank_digest=parameters_digest(loss_module.model), initial_digest=initial)
     write_rank_digests(config.get("digest_dir"), rank, initial, metrics["rank_digest"])
     checkpoint = None

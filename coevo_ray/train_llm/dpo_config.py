@@ -27,7 +27,10 @@ class LLMTrainConfig:
     deepspeed: bool | None = None
     num_workers: int | None = None  # None: one per GPU, or 2 CPU workers on a CPU cluster
     cpus_per_worker: float = 1.0
-    max_failures: int = 1
+    max_failures: int = 1  # Ray Train restarts the workers this often, from the last checkpoint
+    # Report a checkpoint (adapter + optimizer + trainer state) every N optimizer steps, so a
+    # killed worker costs at most N steps; 0 = only the final adapter.
+    checkpoint_every: int = 50
     seed: int = 0
     logging_steps: int = 1
     extra_dpo_args: dict = field(default_factory=dict)

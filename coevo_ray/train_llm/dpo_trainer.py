@@ -3,6 +3,12 @@
 The reference model is the adapter-disabled base (TRL does this when given a PEFT config), so
 there is no second copy of the weights in memory. Rank 0 reports the adapter as a Ray Train
 checkpoint together with the DPO metrics.
+
+Fault tolerance: every ``checkpoint_every`` steps the Hugging Face checkpoint (adapter,
+optimizer, scheduler, trainer state) is reported to Ray Train; when ``FailureConfig`` restarts
+the worker group, training resumes from it (the Trainer skips the batches already seen).
+transformers reads those files with torch's weights-only loader; ``training_args.bin``, a full
+pickle, is left out of the reported checkpoint.
 """
 
 from __future__ import annotations
@@ -52,6 +58,28 @@ def _step_timer():
     return StepTimer()
 
 
+def _ray_checkpoint_reporter():
+    """A ``TrainerCallback`` reporting each Hugging Face checkpoint to Ray Train. Every rank
+    reports (Ray Train V2 expects the same number of reports per rank); rank 0's carries the
+    files. Like ``ray.train.huggingface.transformers.RayTrainReportCallback``, without the
+    pickled ``training_args.bin``."""
+    import ray.train
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    class RayCheckpointReporter(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs) -> None:
+            source = get_last_checkpoint(args.output_dir) if state.is_world_process_zero else None
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if source:
+                    shutil.copytree(source, Path(tmp) / "checkpoint", ignore=shutil.ignore_patterns("training_args.bin"))
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report({"step": state.global_step}, checkpoint=checkpoint)
+
+    return RayCheckpointReporter()
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
@@ -61,7 +89,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from coevo_ray.runtime import parameters_digest, write_rank_digests
+    from coevo_ray.runtime import parameters_digest, rank_nodes, write_rank_digests
 
     cfg = LLMTrainConfig(**config["train"])
     ctx = ray.train.get_context()
@@ -97,7 +125,9 @@ def _train_loop(config: dict[str, Any]) -> None:
         lr_scheduler_type="constant",
         warmup_steps=0,
         logging_steps=cfg.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if cfg.checkpoint_every else "no",
+        save_steps=cfg.checkpoint_every or 500,
+        save_total_limit=1,  # local copies; Ray Train keeps the reported ones
         report_to="none",
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -120,10 +150,18 @@ def _train_loop(config: dict[str, Any]) -> None:
                          processing_class=tok, peft_config=peft_config)
     step_times = _step_timer()
     trainer.add_callback(step_times)
+    if cfg.checkpoint_every:
+        trainer.add_callback(_ray_checkpoint_reporter())
     initial_digest = parameters_digest(trainer.model, "lora_")
+    resume_dir, resumed_from = None, 0
+    previous = ray.train.get_checkpoint()
+    if previous is not None:  # the worker group was restarted after a failure
+        resume_dir = str(Path(previous.to_directory()) / "checkpoint")
+        resumed_from = json.loads((Path(resume_dir) / "trainer_state.json").read_text())["global_step"]
+        logger.info("DPO: resuming from the checkpoint at step %d", resumed_from)
     # No evaluate() before train(): it makes HF's Trainer skip the DDP wrap, and the ranks then
     # train apart (seen here: different adapters on the two ranks).
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_dir)
     final_digest = parameters_digest(trainer.model, "lora_")
     before, after = {}, {}
     if config.get("evaluate"):
@@ -137,6 +175,7 @@ def _train_loop(config: dict[str, Any]) -> None:
                                "world_size": trainer.args.world_size,
                                "distributed_type": str(trainer.accelerator.distributed_type),
                                "initial_digest": initial_digest, "step_times_s": step_times.durations,
+                               "resumed_from_step": resumed_from, "rank_nodes": rank_nodes(),
                                "pairs_per_step": cfg.per_device_batch_size * cfg.gradient_accumulation_steps
                                * trainer.args.world_size}
     for key in DPO_METRICS:
@@ -171,7 +210,7 @@ def train_dpo(
 ) -> tuple[Path, dict[str, Any]]:
     """Train a LoRA adapter on ``pairs`` (prompt/chosen/rejected), from ``init_adapter_dir`` when
     given; copy it to ``out_dir``."""
-    from ray.train import FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
@@ -190,6 +229,7 @@ def train_dpo(
         scaling_config=scaling,
         torch_config=torch_config,
         run_config=RunConfig(name=f"dpo-{os.getpid()}-{len(pairs['prompt'])}-{uuid.uuid4().hex[:8]}", storage_path=storage,
-                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     return fit_and_export(trainer, out_dir, "DPO")

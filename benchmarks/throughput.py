@@ -1,0 +1,510 @@
+#!/usr/bin/env python
+"""Stage performance against references measured in the same run, on the same inputs.
+
+    python benchmarks/throughput.py                       # every section, ~30 min on 2 cores
+    python benchmarks/throughput.py --sections gemm,generation --fresh
+
+Sections (each figure is a ratio to its reference; seconds are reported beside it):
+  gemm          torch GEMM FLOP/s at fp32 and bf16 (the compute limit generation is compared with)
+  generation    output tok/s of the vLLM engine vs the transformers engine, and vs the GEMM limit
+                (2 × parameters × tok/s ÷ GEMM FLOP/s), SmolLM2-135M and Qwen2.5-Coder-0.5B, fp32/bf16
+  ray_overhead  the interpret, embed and prefer stages through Ray vs the same work in-process
+  selection     R = 100 KMeans runs + averaged distances over N × C candidates vs one embedding
+                pass over the N texts; one FAISS KMeans vs one scikit-learn KMeans
+  training      seconds per DPO pair and per embedder pair on 1 and 2 Ray Train workers
+  scaling       per-text seconds and peak memory (driver, Ray workers) of embed + KMeans +
+                selection at N = 1k, 5k, 22.5k (clinc150_full), and of generation at N = 250, 1k
+
+Every measurement runs in its own subprocess (engines and Ray sessions do not share memory
+with the next one) and is cached under benchmarks/.cache/throughput/, so an interrupted run
+resumes; --fresh remeasures. Results: benchmarks/results/throughput.{json,md}.
+
+`--sizes 10000,100000 --sections scaling --name scale-100k` is the large-corpus benchmark: sizes
+above 22.5k repeat clinc150_full with seeded word-level perturbations (every text distinct).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from _common import (  # noqa: E402
+    DATASETS, RESULTS, count_tokens, generate_in_process, machine, perturbed_candidates, texts as read_texts,
+)
+
+CACHE = HERE / ".cache" / "throughput"
+TASK = "intent: user intent"
+LLMS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+DTYPES = ("float32", "bfloat16")
+
+
+# ----------------------------------------------------------------------------- helpers
+class PeakMemory:
+    """Peak RSS of this process (ru_maxrss) and, sampled every 0.2 s, the summed RSS of the Ray
+    worker processes this driver's cluster started (its descendants; shared pages count in each)."""
+
+    def __init__(self) -> None:
+        self.workers_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in me.children(recursive=True):
+                try:
+                    cmd = p.cmdline()
+                    if cmd and cmd[0].startswith("ray::"):
+                        total += p.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.workers_peak = max(self.workers_peak, total)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def driver_mib() -> float:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct clinc150_full texts; beyond the file's 22.5k, seeded word-level variants."""
+    import random
+
+    rows = [json.loads(line)["text"] for line in (DATASETS / "clinc150_full.jsonl").open()]
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    out, seen = rows[:n], set(rows[:n])
+    filler = ("please", "now", "today", "quickly", "again", "for me", "thanks", "hey", "ok so", "actually")
+    while len(out) < n:
+        words = rng.choice(rows).split()
+        if len(words) > 3 and rng.random() < 0.5:
+            del words[rng.randrange(len(words))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(filler))
+        variant = " ".join(words)
+        if variant not in seen:
+            seen.add(variant)
+            out.append(variant)
+    return out
+
+
+def write_candidate_tables(texts, cands, root: Path) -> tuple[Path, Path]:
+    """The two tables the prefer stage reads, as the interpret and embed stages write them."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n, c, _ = cands.shape
+    gen, emb = root / "generated", root / "embedded"
+    gen.mkdir(parents=True)
+    emb.mkdir(parents=True)
+    ids, cand = np.repeat(np.arange(n), c), np.tile(np.arange(c), n)
+    rep = [t for t in texts for _ in range(c)]
+    pq.write_table(pa.table({"id": ids, "candidate": cand, "text": rep,
+                             "raw": [f"{t} [{j}]" for t, j in zip(rep, cand)]}), gen / "part-0.parquet")
+    flat = cands.reshape(n * c, -1)
+    pq.write_table(pa.table({"id": ids, "candidate": cand,
+                             "embedding": pa.FixedSizeListArray.from_arrays(flat.reshape(-1), flat.shape[1])}),
+                   emb / "part-0.parquet")
+    return gen, emb
+
+
+def candidates_from_embedded(embedded: str, root: str, n_candidates: int) -> tuple[Path, Path]:
+    """Run as a Ray task: synthetic candidates for every embedded text, written where the prefer
+    stage reads them (kept out of the driver, whose memory the scaling section measures)."""
+    from coevo_ray.tables import column_matrix, read_table
+
+    table = read_table(Path(embedded), columns=["id", "text", "embedding"])
+    return write_candidate_tables(table.column("text").to_pylist(),
+                                  perturbed_candidates(column_matrix(table, "embedding"), n_candidates), Path(root))
+
+
+def init_ray() -> None:
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+def rounded(d: dict, nd: int = 3) -> dict:
+    return {k: (round(v, nd) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+# ----------------------------------------------------------------------------- units (one subprocess each)
+def unit_gemm(args) -> dict:
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    out = {}
+    for dtype in DTYPES:
+        dt = getattr(torch, dtype)
+        best = 0.0
+        for n in (1024, 2048):
+            a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+            a @ b  # warm-up
+            reps = 0
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 3.0:
+                a @ b
+                reps += 1
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+        out[dtype] = {"gflops": round(best / 1e9, 1)}
+    return out
+
+
+def unit_generation(args) -> dict:
+    """vLLM and transformers engines in-process on the same prompts (greedy)."""
+    import torch
+
+    from coevo_ray.interpret import EngineSpec, GenerationSettings
+    from coevo_ray.models import resolve_model
+
+    model_dir = str(resolve_model(args.llm))
+    texts = read_texts(args.n_gen)
+    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=args.max_tokens)
+    spec = EngineSpec(model_dir=model_dir, dtype=args.dtype, backend=args.backend)
+    raw, start_s, gen_s, tok = generate_in_process(spec, settings, texts, batch_size=len(texts), warmup=4)
+    tokens = count_tokens(tok, raw)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)).parameters())
+    return {"start_s": round(start_s, 1), "gen_s": round(gen_s, 2), "tokens": tokens,
+            "tok_s": round(tokens / gen_s, 1), "params": params, "requests": len(texts)}
+
+
+def unit_ray_overhead(args) -> dict:
+    """Each stage's work through Ray (Data actor pool / task) and the same work called in-process."""
+    import numpy as np
+
+    from coevo_ray.data import load_corpus
+    from coevo_ray.embed import embed_dataset, encode, load_encoder
+    from coevo_ray.interpret import EngineSpec, GenerationSettings, StageResources, interpret_dataset
+    from coevo_ray.models import resolve_model
+    from coevo_ray.prefer import PreferenceConfig
+    from coevo_ray.prefer.stage import preference_stage, preference_stage_on_ray
+
+    out = {}
+    llm = str(resolve_model("smollm2-135m-instruct"))
+    emb = str(resolve_model("all-minilm-l6-v2"))
+    gen_texts = read_texts(args.n_overhead_gen)
+    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=args.max_tokens)
+    spec = EngineSpec(model_dir=llm)
+
+    raw, start_s, gen_s, _ = generate_in_process(spec, settings, gen_texts, batch_size=64)
+    in_proc = start_s + gen_s
+    init_ray()
+    t0 = time.perf_counter()
+    rows = interpret_dataset(load_corpus(gen_texts).to_ray_dataset(), spec, settings,
+                             StageResources(batch_size=64)).take_all()
+    ray_s = time.perf_counter() - t0
+    same = sum(a == b for a, b in zip([r["raw"] for r in sorted(rows, key=lambda r: r["id"])], raw))
+    out["interpret"] = {"in_process_s": round(in_proc, 1), "ray_data_s": round(ray_s, 1),
+                        "ratio": round(ray_s / in_proc, 2), "identical_outputs": f"{same}/{len(raw)}"}
+
+    emb_texts = corpus(args.n_embed)
+    t0 = time.perf_counter()
+    vecs = encode(load_encoder(emb, device="cpu"), emb_texts)
+    in_proc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = embed_dataset(load_corpus(emb_texts).to_ray_dataset(), emb, StageResources(batch_size=256)).take_all()
+    ray_s = time.perf_counter() - t0
+    ray_vecs = np.stack([r["embedding"] for r in sorted(rows, key=lambda r: r["id"])])
+    out["embed"] = {"n_texts": len(emb_texts), "in_process_s": round(in_proc, 1), "ray_data_s": round(ray_s, 1),
+                    "ratio": round(ray_s / in_proc, 2), "max_abs_diff": float(np.abs(ray_vecs - vecs).max())}
+
+    cfg = PreferenceConfig(n_runs=args.runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        gen, embd = write_candidate_tables(emb_texts, perturbed_candidates(vecs, args.candidates), Path(tmp))
+        (Path(tmp) / "a").mkdir()
+        (Path(tmp) / "b").mkdir()
+        t0 = time.perf_counter()
+        preference_stage(str(gen), str(embd), str(Path(tmp) / "a"), args.k, cfg)
+        in_proc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        preference_stage_on_ray(str(gen), str(embd), str(Path(tmp) / "b"), args.k, cfg)
+        ray_s = time.perf_counter() - t0
+    out["prefer"] = {"n_texts": len(emb_texts), "candidates": args.candidates, "runs": args.runs,
+                     "in_process_s": round(in_proc, 1), "ray_task_s": round(ray_s, 1), "ratio": round(ray_s / in_proc, 2)}
+    return out
+
+
+def unit_selection(args) -> dict:
+    from sklearn.cluster import KMeans
+
+    from coevo_ray.clustering import FaissKMeans
+    from coevo_ray.embed import encode, load_encoder
+    from coevo_ray.models import resolve_model
+    from coevo_ray.prefer import averaged_nearest_centroid_distances
+
+    texts = read_texts(3080)  # all of bank77
+    encoder = load_encoder(str(resolve_model("all-minilm-l6-v2")), device="cpu")
+    t0 = time.perf_counter()
+    greedy = encode(encoder, texts)
+    embed_s = time.perf_counter() - t0
+    cands = perturbed_candidates(greedy, args.candidates)
+    t0 = time.perf_counter()
+    averaged_nearest_centroid_distances(greedy, cands, 77, n_runs=args.runs, init="random")
+    select_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    FaissKMeans(77, seed=0, init="random").fit(greedy)
+    faiss_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    KMeans(77, n_init=1, random_state=0, max_iter=25).fit(greedy)
+    sk_s = time.perf_counter() - t0
+    return {"n_texts": len(texts), "candidates": args.candidates, "runs": args.runs, "k": 77,
+            "embedding_pass_s": round(embed_s, 2), "selection_s": round(select_s, 2),
+            "selection_vs_embedding_pass": round(select_s / embed_s, 2),
+            "faiss_kmeans_s": round(faiss_s, 3), "sklearn_kmeans_s": round(sk_s, 3),
+            "sklearn_vs_faiss": round(sk_s / faiss_s, 2)}
+
+
+def unit_training(args) -> dict:
+    import ray
+    from training_speed import dpo_pairs
+
+    from coevo_ray.models import resolve_model
+    from coevo_ray.train_embedder import EmbedderTrainConfig, train_embedder
+    from coevo_ray.train_llm import LLMTrainConfig, train_dpo
+
+    init_ray()
+    work = Path(tempfile.mkdtemp(prefix="coevo-tp-train-"))
+    texts = read_texts(256)
+    llm = str(resolve_model("smollm2-135m-instruct"))
+    pairs = dpo_pairs(llm, texts)
+    out: dict = {"dpo": {}, "embedder": {}}
+    for workers in (1, 2):
+        n_pairs = 4 * workers * args.dpo_steps
+        cfg = LLMTrainConfig(max_steps=args.dpo_steps, num_workers=workers, per_device_batch_size=4)
+        _, m = train_dpo(llm, {k: v[:n_pairs] for k, v in pairs.items()}, work / f"dpo{workers}", cfg,
+                         storage_path=str(work / "ray"))
+        step = statistics.median(m["step_times_s"][1:] or m["step_times_s"])  # step 1: allocations, gloo set-up
+        out["dpo"][f"{workers}_workers"] = {"pairs_per_step": m["pairs_per_step"], "s_per_step": step,
+                                            "s_per_pair": round(step / m["pairs_per_step"], 3)}
+    rows = [{"id": i, "text": t, "interpretation": f"Reasoning: the customer asks: {t}\nKeywords: "
+             f"{', '.join(t.split()[:5])}"} for i, t in enumerate(texts)]
+    for workers in (1, 2):
+        cfg = EmbedderTrainConfig(max_steps=args.embedder_steps, num_workers=workers, learning_rate=1e-5,
+                                  checkpoint_every=0)
+        _, m = train_embedder(str(resolve_model("all-minilm-l6-v2")), ray.data.from_items(rows), work / f"emb{workers}",
+                              cfg, storage_path=str(work / "ray"))
+        step = statistics.median(m["step_times_s"][1:] or m["step_times_s"])
+        out["embedder"][f"{workers}_workers"] = {"pairs_per_step": m["batch_size"] * workers, "s_per_step": step,
+                                                 "s_per_pair": round(step / (m["batch_size"] * workers), 4)}
+    return out
+
+
+def unit_scale_embed(args) -> dict:
+    """embed (Ray Data, to Parquet) + KMeans + density selection (Ray task) for N texts."""
+
+    from coevo_ray.clustering import FaissKMeans
+    from coevo_ray.data import load_corpus
+    from coevo_ray.embed import embed_dataset
+    from coevo_ray.interpret import StageResources
+    from coevo_ray.models import resolve_model
+    from coevo_ray.prefer import PreferenceConfig
+    from coevo_ray.prefer.stage import preference_stage_on_ray
+    from coevo_ray.tables import column_matrix, read_table
+
+    import ray
+
+    texts = corpus(args.n)
+    init_ray()
+    work = Path(tempfile.mkdtemp(prefix="coevo-tp-scale-"))
+    timings = {}
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        embed_dataset(load_corpus(texts).to_ray_dataset(), str(resolve_model("all-minilm-l6-v2")),
+                      StageResources(batch_size=256)).write_parquet(str(work / "emb"))
+        timings["embed"] = time.perf_counter() - t0
+        driver_after_embed = PeakMemory.driver_mib()
+        t0 = time.perf_counter()  # what fit() does: the greedy vectors into the driver, one KMeans
+        vecs = column_matrix(read_table(work / "emb", columns=["id", "embedding"]), "embedding")
+        FaissKMeans(args.k, seed=0).fit(vecs)
+        timings["kmeans"] = time.perf_counter() - t0
+        del vecs
+        gen, emb = ray.get(ray.remote(candidates_from_embedded).remote(str(work / "emb"), str(work), args.candidates))
+        (work / "prefer").mkdir()
+        t0 = time.perf_counter()
+        preference_stage_on_ray(str(gen), str(emb), str(work / "prefer"), args.k,
+                                PreferenceConfig(n_runs=args.runs, max_pairs=10_000))
+        timings["selection"] = time.perf_counter() - t0
+    n = len(texts)
+    return {"n": n, "k": args.k, "candidates": args.candidates, "runs": args.runs,
+            "seconds": {k: round(v, 2) for k, v in timings.items()},
+            "ms_per_text": {k: round(1000 * v / n, 3) for k, v in timings.items()},
+            "peak_driver_mib": PeakMemory.driver_mib(), "peak_driver_mib_after_embed": driver_after_embed,
+            "peak_ray_workers_mib": round(mem.workers_peak / 2**20, 1)}
+
+
+def unit_scale_generation(args) -> dict:
+    from coevo_ray.data import load_corpus
+    from coevo_ray.interpret import EngineSpec, GenerationSettings, StageResources, interpret_dataset
+    from coevo_ray.models import resolve_model
+
+    texts = corpus(args.n)
+    init_ray()
+    spec = EngineSpec(model_dir=str(resolve_model("smollm2-135m-instruct")))
+    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=16)
+    work = Path(tempfile.mkdtemp(prefix="coevo-tp-gen-"))
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        interpret_dataset(load_corpus(texts).to_ray_dataset(), spec, settings,
+                          StageResources(batch_size=128)).write_parquet(str(work))
+        wall = time.perf_counter() - t0
+    return {"n": len(texts), "max_tokens": 16, "seconds": round(wall, 1), "ms_per_text": round(1000 * wall / len(texts), 1),
+            "peak_driver_mib": PeakMemory.driver_mib(), "peak_ray_workers_mib": round(mem.workers_peak / 2**20, 1)}
+
+
+UNITS = {"gemm": unit_gemm, "generation": unit_generation, "ray_overhead": unit_ray_overhead,
+         "selection": unit_selection, "training": unit_training, "scale_embed": unit_scale_embed,
+         "scale_generation": unit_scale_generation}
+
+
+# ----------------------------------------------------------------------------- driver
+def plan(args) -> dict[str, list[str]]:
+    """Section → the unit command lines it runs (each also names its cache file)."""
+    sections = {
+        "gemm": [["gemm"]],
+        "generation": [["generation", "--llm", llm, "--dtype", dt, "--backend", be]
+                       for llm in LLMS for dt in DTYPES for be in ("vllm", "transformers")],
+        "ray_overhead": [["ray_overhead"]],
+        "selection": [["selection"]],
+        "training": [["training"]],
+        "scaling": [["scale_embed", "--n", str(n)] for n in args.sizes]
+                   + [["scale_generation", "--n", str(n)] for n in args.gen_sizes],
+    }
+    return {s: sections[s] for s in args.sections}
+
+
+def run_unit(cmd: list[str], args) -> dict:
+    name = "-".join(cmd)
+    cache = CACHE / f"{name}.json"
+    if cache.exists() and not args.fresh:
+        return json.loads(cache.read_text())
+    print(f"[throughput] {name} ...", flush=True)
+    t0 = time.perf_counter()
+    common = ["--n-gen", str(args.n_gen), "--max-tokens", str(args.max_tokens), "--runs", str(args.runs),
+              "--candidates", str(args.candidates), "--k", str(args.k), "--n-embed", str(args.n_embed), "--n-overhead-gen", str(args.n_overhead_gen),
+              "--dpo-steps", str(args.dpo_steps), "--embedder-steps", str(args.embedder_steps)]
+    proc = subprocess.run([sys.executable, __file__, "--unit", *cmd, *common], capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-5000:], file=sys.stderr)
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(result, indent=1))
+    print(f"[throughput] {name}: {time.perf_counter() - t0:.0f} s {json.dumps(result)[:300]}", flush=True)
+    return result
+
+
+def summarise(res: dict) -> dict:
+    """The headline ratios, each to its reference."""
+    out: dict = {}
+    gemm = res.get("gemm", {}).get("gemm", {})
+    for llm in LLMS:
+        for dt in DTYPES:
+            v = res.get("generation", {}).get(f"generation-{llm}-{dt}-vllm", {})
+            h = res.get("generation", {}).get(f"generation-{llm}-{dt}-transformers", {})
+            if "tok_s" not in v:
+                continue
+            row = {"vllm_tok_s": v["tok_s"], "transformers_tok_s": h.get("tok_s")}
+            if h.get("tok_s"):
+                row["vllm_vs_transformers"] = round(v["tok_s"] / h["tok_s"], 2)
+            if dt in gemm:
+                limit = gemm[dt]["gflops"] * 1e9 / (2 * v["params"])
+                row["gemm_limit_tok_s"] = round(limit, 0)
+                row["vllm_share_of_gemm_limit"] = round(v["tok_s"] / limit, 4)
+            out[f"generation {llm} {dt}"] = row
+    return out
+
+
+def write_markdown(res: dict, summary: dict, name: str, argv: list[str]) -> None:
+    lines = [f"# {name}", "", f"Command: `python benchmarks/throughput.py {' '.join(argv)}`".rstrip(), "",
+             f"Machine: {json.dumps(machine())}", ""]
+    if summary:
+        lines += ["| generation | vLLM tok/s | transformers tok/s | vLLM ÷ transformers | GEMM limit tok/s | vLLM ÷ limit |",
+                  "|---|---|---|---|---|---|"]
+        for key, r in summary.items():
+            lines.append(f"| {key.split(' ', 1)[1]} | {r['vllm_tok_s']} | {r.get('transformers_tok_s')} | "
+                         f"{r.get('vllm_vs_transformers')} | {r.get('gemm_limit_tok_s')} | {r.get('vllm_share_of_gemm_limit')} |")
+        lines.append("")
+    for section, units in res.items():
+        if section == "generation":
+            continue
+        lines += [f"## {section}", ""]
+        for unit, value in units.items():
+            lines.append(f"- `{unit}`: `{json.dumps(value)}`")
+        lines.append("")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", default="gemm,generation,ray_overhead,selection,training,scaling")
+    p.add_argument("--sizes", default="1000,5000,22500", help="N for the scaling section's embed+KMeans+selection")
+    p.add_argument("--gen-sizes", default="250,1000", help="N for the scaling section's generation")
+    p.add_argument("--n-gen", type=int, default=32, help="texts per generation measurement")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--n-embed", type=int, default=2000, help="texts for the embed/prefer overhead")
+    p.add_argument("--n-overhead-gen", type=int, default=200, help="texts for the interpret overhead")
+    p.add_argument("--runs", type=int, default=100, help="KMeans runs in selection (paper: 100)")
+    p.add_argument("--candidates", type=int, default=4, help="candidates per text (paper: 4 temperatures)")
+    p.add_argument("--k", type=int, default=150, help="clusters for the scaling/overhead KMeans (clinc150: 150)")
+    p.add_argument("--dpo-steps", type=int, default=4)
+    p.add_argument("--embedder-steps", type=int, default=6)
+    p.add_argument("--name", default="throughput", help="results/<name>.json and .md")
+    p.add_argument("--fresh", action="store_true", help="remeasure instead of reading the cache")
+    p.add_argument("--unit", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--llm", help=argparse.SUPPRESS)
+    p.add_argument("--dtype", help=argparse.SUPPRESS)
+    p.add_argument("--backend", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.unit:  # child process: one measurement, its JSON as the last stdout line
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        print(json.dumps(UNITS[args.unit](args)))
+        return 0
+
+    args.sections = [s for s in args.sections.split(",") if s]
+    args.sizes = [int(n) for n in args.sizes.split(",") if n]
+    args.gen_sizes = [int(n) for n in args.gen_sizes.split(",") if n]
+    started = time.time()
+    res = {section: {"-".join(cmd): run_unit(cmd, args) for cmd in cmds} for section, cmds in plan(args).items()}
+    summary = summarise(res)
+    result = {"machine": machine(), "command": f"python benchmarks/throughput.py {' '.join(argv)}".strip(),
+              "settings": {k: v for k, v in vars(args).items() if k not in ("unit", "n", "llm", "dtype", "backend")},
+              "results": res, "summary": summary, "wall_s": round(time.time() - started, 1)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(res, summary, args.name, argv)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
