@@ -399,8 +399,13 @@ def plan(args) -> dict[str, list[str]]:
     return {s: sections[s] for s in args.sections}
 
 
+def unit_name(cmd: list[str]) -> str:
+    """The cache file / results key of a unit, e.g. ``generation-<llm>-<dtype>-vllm``."""
+    return "-".join(part for part in cmd if not part.startswith("--"))
+
+
 def run_unit(cmd: list[str], args) -> dict:
-    name = "-".join(cmd)
+    name = unit_name(cmd)
     cache = CACHE / f"{name}.json"
     if cache.exists() and not args.fresh:
         return json.loads(cache.read_text())
@@ -420,36 +425,60 @@ def run_unit(cmd: list[str], args) -> dict:
     return result
 
 
-def summarise(res: dict) -> dict:
-    """The headline ratios, each to its reference."""
+def prompt_tokens(llm: str, n: int) -> int:
+    """Prompt tokens of the ``n`` generation prompts, as the stage renders them."""
+    from transformers import AutoTokenizer
+
+    from coevo_ray.interpret import TaskDescription, render_prompt
+    from coevo_ray.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model(llm)))
+    desc = TaskDescription.parse(TASK)
+    return sum(len(tok(render_prompt(tok, t, desc, "guided"), add_special_tokens=False)["input_ids"])
+               for t in read_texts(n))
+
+
+def summarise(res: dict, n_gen: int) -> dict:
+    """The headline ratios, each to its reference. The GEMM limit counts 2 × parameters FLOPs
+    per token; "output" uses generated tokens only (the issue's definition), "processed" adds the
+    prompt tokens (an upper bound of the work: vLLM's prefix cache may skip the shared prompt)."""
     out: dict = {}
     gemm = res.get("gemm", {}).get("gemm", {})
     for llm in LLMS:
+        n_prompt = None
         for dt in DTYPES:
             v = res.get("generation", {}).get(f"generation-{llm}-{dt}-vllm", {})
             h = res.get("generation", {}).get(f"generation-{llm}-{dt}-transformers", {})
             if "tok_s" not in v:
                 continue
-            row = {"vllm_tok_s": v["tok_s"], "transformers_tok_s": h.get("tok_s")}
+            n_prompt = n_prompt if n_prompt is not None else prompt_tokens(llm, n_gen)
+            row = {"vllm_tok_s": v["tok_s"], "transformers_tok_s": h.get("tok_s"), "prompt_tokens": n_prompt}
             if h.get("tok_s"):
                 row["vllm_vs_transformers"] = round(v["tok_s"] / h["tok_s"], 2)
             if dt in gemm:
                 limit = gemm[dt]["gflops"] * 1e9 / (2 * v["params"])
                 row["gemm_limit_tok_s"] = round(limit, 0)
-                row["vllm_share_of_gemm_limit"] = round(v["tok_s"] / limit, 4)
+                row["vllm_output_share_of_gemm_limit"] = round(v["tok_s"] / limit, 4)
+                processed = (v["tokens"] + n_prompt) / v["gen_s"]
+                row["vllm_processed_share_of_gemm_limit"] = round(processed / limit, 3)
+                if h.get("tok_s"):
+                    row["transformers_processed_share_of_gemm_limit"] = round((h["tokens"] + n_prompt) / h["gen_s"] / limit, 3)
             out[f"generation {llm} {dt}"] = row
     return out
 
 
 def write_markdown(res: dict, summary: dict, name: str, argv: list[str]) -> None:
-    lines = [f"# {name}", "", f"Command: `python benchmarks/throughput.py {' '.join(argv)}`".rstrip(), "",
+    command = f"python benchmarks/throughput.py {' '.join(argv)}".strip()
+    lines = [f"# {name}", "", f"Command: `{command}` (cached units are reused: the figures may come from several runs)", "",
              f"Machine: {json.dumps(machine())}", ""]
     if summary:
-        lines += ["| generation | vLLM tok/s | transformers tok/s | vLLM ÷ transformers | GEMM limit tok/s | vLLM ÷ limit |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| generation | vLLM output tok/s | transformers | vLLM ÷ transformers | GEMM limit tok/s | "
+                  "vLLM output ÷ limit | (prompt + output) ÷ limit, vLLM / transformers |", "|---|---|---|---|---|---|---|"]
         for key, r in summary.items():
             lines.append(f"| {key.split(' ', 1)[1]} | {r['vllm_tok_s']} | {r.get('transformers_tok_s')} | "
-                         f"{r.get('vllm_vs_transformers')} | {r.get('gemm_limit_tok_s')} | {r.get('vllm_share_of_gemm_limit')} |")
+                         f"{r.get('vllm_vs_transformers')} | {r.get('gemm_limit_tok_s')} | "
+                         f"{r.get('vllm_output_share_of_gemm_limit')} | {r.get('vllm_processed_share_of_gemm_limit')} / "
+                         f"{r.get('transformers_processed_share_of_gemm_limit')} |")
         lines.append("")
     for section, units in res.items():
         if section == "generation":
@@ -494,8 +523,8 @@ def main(argv=None) -> int:
     args.sizes = [int(n) for n in args.sizes.split(",") if n]
     args.gen_sizes = [int(n) for n in args.gen_sizes.split(",") if n]
     started = time.time()
-    res = {section: {"-".join(cmd): run_unit(cmd, args) for cmd in cmds} for section, cmds in plan(args).items()}
-    summary = summarise(res)
+    res = {section: {unit_name(cmd): run_unit(cmd, args) for cmd in cmds} for section, cmds in plan(args).items()}
+    summary = summarise(res, args.n_gen)
     result = {"machine": machine(), "command": f"python benchmarks/throughput.py {' '.join(argv)}".strip(),
               "settings": {k: v for k, v in vars(args).items() if k not in ("unit", "n", "llm", "dtype", "backend")},
               "results": res, "summary": summary, "wall_s": round(time.time() - started, 1)}

@@ -32,6 +32,7 @@ from coevo_ray.data import Corpus, load_corpus
 from coevo_ray.embed import embed_dataset
 from coevo_ray.errors import InputError
 from coevo_ray.interpret import EngineSpec, GenerationSettings, exemplar_texts, interpret_dataset
+from coevo_ray.interpret.parsing import format_failure
 from coevo_ray.interpret.prompts import INTERPRETATION_REGEX
 from coevo_ray.metrics import ON_TEXT_MIN_GAP, evaluate_kmeans_protocol, sample_on_text_similarity
 from coevo_ray.models import resolve_model
@@ -272,10 +273,9 @@ class CoEvolver:
                                  "repetition_cut": int(np.sum(greedy.column("repaired").to_numpy())),
                                  "fallback_kinds": {k: fallbacks.count(k) for k in sorted(set(fallbacks))}}
         entry.update(extra)
-        if greedy.num_rows and len(fallbacks) == greedy.num_rows:
-            logger.warning("iteration %d: no LLM answer kept the Reasoning/Keywords format (%d of %d fell back to "
-                           "content words of the text); try structured_output=True or another prompt_style",
-                           iteration, len(fallbacks), greedy.num_rows)
+        failure = format_failure(greedy.column("fallback").to_pylist())
+        if failure:
+            logger.warning("iteration %d: %s", iteration, failure)
         interpretations = greedy.column("interpretation").to_pylist()
         guard = sample_on_text_similarity(str(emb_dir), self._corpus.model_texts(self.config.interpret.max_text_chars),
                                           interpretations, seed=self.config.seed)

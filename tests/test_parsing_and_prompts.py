@@ -82,3 +82,17 @@ def test_exemplars_style_shows_sampled_corpus_texts():
     assert msgs[-1]["content"].startswith("<text>\nmy card is lost\n</text>")
     with pytest.raises(InputError, match="needs corpus texts"):
         build_messages("x", TaskDescription.parse("intent: user intent"), "exemplars")
+
+
+def test_llm_output_that_parses_to_nothing_for_every_text_is_named():
+    from coevo_ray.interpret.parsing import format_failure
+
+    texts = ["my card was stolen", "how do I top up by bank transfer", "why was I charged twice"]
+    junk = ["", "I'm sorry, as an AI I cannot", "1 2 3 4"]
+    parsed = [parse_interpretation(j, t) for j, t in zip(junk, texts)]
+    assert all(p.fallback for p in parsed) and all(p.keywords for p in parsed)  # the run can go on
+    message = format_failure([p.fallback for p in parsed])
+    assert message and "no LLM answer kept the Reasoning/Keywords format (3 of 3" in message
+    assert "structured_output=True" in message
+    good = parse_interpretation("Reasoning: a lost card.\nKeywords: card, stolen", texts[0])
+    assert format_failure([p.fallback for p in parsed[:2]] + [good.fallback]) is None

@@ -122,6 +122,23 @@ def parse_interpretation(output: str, source_text: str = "") -> Interpretation:
         keywords = clean_keywords(items)
         if keywords:
             return Interpretation(reasoning or tail, keywords, None, repeated)
-        return Interpretation(reasoning, keywords_from_text(reasoning or source_text), "empty_keywords", repeated)
+        return Interpretation(reasoning, _mined_keywords(reasoning, source_text), "empty_keywords", repeated)
     reasoning = _REASONING.sub("", text).strip()
-    return Interpretation(reasoning, keywords_from_text(reasoning or source_text), "no_keywords_line", repeated)
+    return Interpretation(reasoning, _mined_keywords(reasoning, source_text), "no_keywords_line", repeated)
+
+
+def _mined_keywords(reasoning: str, source_text: str) -> list[str]:
+    """Content words of the answer, or of the text when the answer has none ("1 2 3", "...")."""
+    return keywords_from_text(reasoning) or keywords_from_text(source_text)
+
+
+def format_failure(fallbacks: list[str | None]) -> str | None:
+    """A warning when *no* answer kept the ``Reasoning/Keywords`` format (``fallbacks`` holds each
+    greedy answer's fallback kind, None when it parsed). The run goes on with keywords mined from
+    the texts, so nothing finished is lost; the message says what to change."""
+    failed = [f for f in fallbacks if f]
+    if not fallbacks or len(failed) < len(fallbacks):
+        return None
+    kinds = ", ".join(f"{k} {failed.count(k)}" for k in sorted(set(failed)))
+    return (f"no LLM answer kept the Reasoning/Keywords format ({len(failed)} of {len(fallbacks)} fell back to "
+            f"content words of the text: {kinds}); try structured_output=True or another prompt_style")
