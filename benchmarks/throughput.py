@@ -19,8 +19,9 @@ Every measurement runs in its own subprocess (engines and Ray sessions do not sh
 with the next one) and is cached under benchmarks/.cache/throughput/, so an interrupted run
 resumes; --fresh remeasures. Results: benchmarks/results/throughput.{json,md}.
 
-`--sizes 10000,100000 --sections scaling --name scale-100k` is the large-corpus benchmark: sizes
-above 22.5k repeat clinc150_full with seeded word-level perturbations (every text distinct).
+`--sections scaling --sizes 10000,100000 --gen-sizes "" --runs 20 --name scale-100k` is the
+large-corpus benchmark (peak memory does not depend on R): sizes above 22.5k repeat clinc150_full
+with seeded word-level perturbations (every text distinct).
 """
 
 from __future__ import annotations
@@ -393,7 +394,7 @@ def plan(args) -> dict[str, list[str]]:
         "ray_overhead": [["ray_overhead"]],
         "selection": [["selection"]],
         "training": [["training"]],
-        "scaling": [["scale_embed", "--n", str(n)] for n in args.sizes]
+        "scaling": [["scale_embed", "--n", str(n), "--runs", str(args.runs)] for n in args.sizes]
                    + [["scale_generation", "--n", str(n)] for n in args.gen_sizes],
     }
     return {s: sections[s] for s in args.sections}

@@ -4,6 +4,7 @@ Train workers can only run one per node; checkpoints go to the run directory bot
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,23 +19,33 @@ from tests.conftest import read_jsonl
 REPO = Path(__file__).resolve().parents[1]
 
 
+_GIVEN: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on every interface (the session's Ray binds some ports to the node IP only, and
+    gRPC servers share ports through SO_REUSEPORT), never handed out twice."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
-def test_cluster_script_as_ray_job(tmp_path, monkeypatch):
+def test_cluster_script_as_ray_job(tmp_path):
     texts, labels = read_jsonl("clinc_domain.jsonl", n=24, seed=3)
     data = tmp_path / "small.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
     out = tmp_path / "out"
     bindir = str(Path(sys.executable).parent)
     # Ray >= 2.59 turns token auth on for clusters started locally; the CLI client must opt in
-    # too (it reads the token `ray start` wrote to ~/.ray/auth_token).
+    # too (it reads the token `ray start` wrote to ~/.ray/auth_token). Every client call is a CLI
+    # subprocess: setting RAY_AUTH_MODE in this process would reach the test session's own Ray
+    # connection (seen: the session's driver lost its GCS while this test ran).
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # for the SDK client below
     port, dash = _free_port(), _free_port()
     # Every port explicit: the test session's own Ray (ray.init) already holds the defaults, and
     # a head whose dashboard agent cannot bind never registers ("No available agent").
@@ -73,15 +84,17 @@ def test_cluster_script_as_ray_job(tmp_path, monkeypatch):
                      "--task", "utterance scenario: life scenario", "--k", str(len(set(labels))),
                      "--max-tokens", "24", "--iterations", "0", "--output-dir", str(out)]
 
-        from ray.job_submission import JobSubmissionClient
+        def cli(*args: str, stderr: bool = False) -> str:
+            done = subprocess.run(ray + list(args), env=env, capture_output=True, text=True, timeout=120)
+            return (done.stdout + (done.stderr if stderr else "")) if done.returncode == 0 else ""
 
-        client = JobSubmissionClient(address)
-
-        def status() -> str:
-            try:
-                return str(client.get_job_status(sid).value)
-            except Exception:  # not known (yet)
-                return ""
+        def status() -> str:  # "" while the job is not known (yet)
+            # `ray job status` logs "Status for job '<id>': RUNNING", or "Job '<id>' succeeded /
+            # failed / was stopped" once it has ended.
+            lines = [line for line in cli("job", "status", sid, "--address", address, stderr=True).splitlines()
+                     if "Status for job" in line or f"Job '{sid}'" in line]
+            found = re.findall(r"\b(PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED)\b", " ".join(lines).upper())
+            return found[0] if found else ""
 
         # The job agent registers a few seconds after the dashboard, and a busy 2-core head can
         # answer "No available agent" even after accepting the job: resubmit only if it is unknown.
@@ -95,7 +108,7 @@ def test_cluster_script_as_ray_job(tmp_path, monkeypatch):
         while status() not in ("SUCCEEDED", "FAILED", "STOPPED") and time.time() < deadline:
             time.sleep(5)
         final = status()
-        log = client.get_job_logs(sid)
+        log = cli("job", "logs", sid, "--address", address)
         assert final == "SUCCEEDED", (final, sub.stdout[-2000:], sub.stderr[-2000:], log[-4000:])
         assert "iteration 0: ACC" in log
         assignments = (out / "assignments.jsonl").read_text().splitlines()
@@ -105,11 +118,11 @@ def test_cluster_script_as_ray_job(tmp_path, monkeypatch):
         embedder = summary["history"][0]["embedder"]
         assert embedder["world_size"] == 2  # Ray Train ran inside the job ...
         assert len(set(embedder["rank_nodes"])) == 2, embedder["rank_nodes"]  # ... one worker per node
-        from ray.util.state import list_actors, list_nodes
-
-        assert len([n for n in list_nodes(address=f"127.0.0.1:{port}") if n.state == "ALIVE"]) == 2
-        placed = {(a.class_name, a.node_id) for a in list_actors(address=f"127.0.0.1:{port}", limit=1000, detail=True)
-                  if "UDF" in (a.class_name or "")}
+        nodes = json.loads(cli("list", "nodes", "--format", "json", "--address", address) or "[]")
+        assert len([n for n in nodes if n["state"] == "ALIVE"]) == 2, nodes
+        actors = json.loads(cli("list", "actors", "--detail", "--limit", "1000", "--format", "json", "--address",
+                                address) or "[]")
+        placed = {(a["class_name"], a["node_id"]) for a in actors if "UDF" in (a.get("class_name") or "")}
         print("stage actors (class, node):", sorted(placed))
         assert {c for c, _ in placed} >= {"MapWorker(MapBatches(InterpretUDF))", "MapWorker(MapBatches(EmbedUDF))"}
         assert list((out / "ray_train").rglob("checkpoint_*"))  # the shared storage path holds the checkpoints

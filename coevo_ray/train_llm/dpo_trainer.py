@@ -155,8 +155,10 @@ def _train_loop(config: dict[str, Any]) -> None:
     initial_digest = parameters_digest(trainer.model, "lora_")
     resume_dir, resumed_from = None, 0
     previous = ray.train.get_checkpoint()
-    if previous is not None:  # the worker group was restarted after a failure
-        resume_dir = str(Path(previous.to_directory()) / "checkpoint")
+    # The worker group was restarted after a failure. (A final-adapter checkpoint has no
+    # "checkpoint/" inside: training then reruns, it cannot resume from an adapter alone.)
+    if previous is not None and (Path(local := previous.to_directory()) / "checkpoint").is_dir():
+        resume_dir = str(Path(local) / "checkpoint")
         resumed_from = json.loads((Path(resume_dir) / "trainer_state.json").read_text())["global_step"]
         logger.info("DPO: resuming from the checkpoint at step %d", resumed_from)
     # No evaluate() before train(): it makes HF's Trainer skip the DDP wrap, and the ranks then
