@@ -268,12 +268,13 @@ class CoEvolver:
     def _record(self, iteration: int, generated: Path, emb_dir: Path, rep: np.ndarray,
                 extra: dict[str, Any]) -> dict[str, Any]:
         greedy = greedy_table(generated, ["id", "interpretation", "fallback", "repaired"])
-        fallbacks = [f for f in greedy.column("fallback").to_pylist() if f]
+        kinds = greedy.column("fallback").to_pylist()
+        fallbacks = [f for f in kinds if f]
         entry: dict[str, Any] = {"iteration": iteration, "parse_fallbacks": len(fallbacks),
                                  "repetition_cut": int(np.sum(greedy.column("repaired").to_numpy())),
                                  "fallback_kinds": {k: fallbacks.count(k) for k in sorted(set(fallbacks))}}
         entry.update(extra)
-        failure = format_failure(greedy.column("fallback").to_pylist())
+        failure = format_failure(kinds)
         if failure:
             logger.warning("iteration %d: %s", iteration, failure)
         interpretations = greedy.column("interpretation").to_pylist()

@@ -9,8 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def read_table(path: Path, columns: list[str] | None = None, sort_by=(("id", "ascending"),)) -> pa.Table:
-    table = pq.read_table(str(path), columns=columns)
+def read_table(path: Path, columns: list[str] | None = None, sort_by=(("id", "ascending"),),
+               filters=None) -> pa.Table:
+    table = pq.read_table(str(path), columns=columns, filters=filters)
     names = [name for name, _ in sort_by]
     if all(n in table.column_names for n in names):
         table = table.sort_by(list(sort_by))
@@ -20,8 +21,7 @@ def read_table(path: Path, columns: list[str] | None = None, sort_by=(("id", "as
 def greedy_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     """Candidate 0 (the temperature-0 answer) of every text, in id order. The filter is pushed
     into the Parquet scan, so the other candidates never reach this process's memory."""
-    table = pq.read_table(str(path), columns=columns, filters=[("candidate", "=", 0)])
-    return table.sort_by([("id", "ascending")]) if "id" in table.column_names else table
+    return read_table(path, columns, filters=[("candidate", "=", 0)])
 
 
 def column_matrix(table: pa.Table, column: str) -> np.ndarray:
