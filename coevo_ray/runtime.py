@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +73,80 @@ def wait_for_cpus(needed: float, timeout_s: float = 60.0) -> None:
                        timeout_s, needed)
 
 
-def fit_and_export(trainer, out_dir, what: str):
-    """Run a Ray Train trainer and copy its final checkpoint to ``out_dir``; return its metrics."""
-    import shutil
-    from pathlib import Path
+@contextmanager
+def train_storage(storage_path: str | None) -> Iterator[str]:
+    """Ray Train's storage path: the caller's, or a temporary one removed after the fit (one node
+    only: several nodes need a path they all share)."""
+    if storage_path:
+        yield storage_path
+        return
+    tmp = tempfile.mkdtemp(prefix="coevo-train-")
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+@contextmanager
+def worker_scratch(kind: str) -> Iterator[Path]:
+    """A Ray Train worker's local scratch directory, named after the run and rank: a worker
+    restarted after a crash first removes what the dead one left; it goes when the worker ends."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    path = Path(tempfile.gettempdir()) / f"coevo-{kind}-{ctx.get_experiment_name()}-rank{ctx.get_world_rank()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def report_staged(metrics: dict, stage: Path | None, write=None) -> None:
+    """``ray.train.report`` with a checkpoint written by ``write(stage)`` (rank 0 passes a stage,
+    the others None: every rank reports). The upload is synchronous, so the stage goes afterwards."""
+    import ray.train
+
+    checkpoint = None
+    if stage is not None:
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        write(stage)
+        checkpoint = ray.train.Checkpoint.from_directory(str(stage))
+    try:
+        ray.train.report(metrics, checkpoint=checkpoint)
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def fit_and_export(trainer, out_dir, what: str):
+    """Run a Ray Train trainer, copy its final checkpoint to ``out_dir`` and return its metrics.
+    The copy is the artifact: Ray Train's checkpoints only serve restarts within this fit, so they
+    are deleted from the storage afterwards (hundreds of MB per fit otherwise)."""
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{what} finished without reporting a checkpoint")
     out = Path(out_dir)
     with result.checkpoint.as_directory() as ckpt:
         shutil.copytree(ckpt, out, dirs_exist_ok=True)
+    removed = _remove_checkpoints(result)
+    logger.info("%s: exported to %s; removed %d Ray Train checkpoint(s) from storage", what, out, removed)
     return out, dict(result.metrics or {})
+
+
+def _remove_checkpoints(result) -> int:
+    """Every ``checkpoint_*`` directory of the run: the kept ones, and any a killed worker was still
+    uploading (Ray Train never registered those, so it never deletes them)."""
+    import pyarrow.fs
+
+    fs = result.filesystem
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(result.path, allow_not_found=True))
+    doomed = [e.path for e in entries if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_")]
+    for path in doomed:
+        fs.delete_dir(path)
+    return len(doomed)
 
 
 def parameters_digest(module, name_contains: str = "") -> str:

@@ -63,30 +63,52 @@ def minilm_dir():
     return resolve_model("all-minilm-l6-v2")
 
 
+def checkpoint_dirs(storage: Path) -> list[Path]:
+    """Ray Train's checkpoint directories under a storage path (not its checkpoint_manager_snapshot.json)."""
+    return [p for p in storage.rglob("checkpoint_*") if p.is_dir()]
+
+
 def kill_a_train_worker_after_checkpoints(storage: Path, n_checkpoints: int = 2, timeout_s: float = 600):
     """Start a thread that SIGKILLs one Ray Train worker once ``storage`` holds ``n_checkpoints``
     checkpoint directories (two: the first one is registered by then — a directory appears while
-    its upload is still in flight). Returns (thread, list that receives the killed PID)."""
+    its upload is still in flight). Returns (thread, record): ``record["pid"]`` is the killed
+    process, ``record["files"]`` the file names the checkpoints held then (they are deleted from
+    the storage once the fit is exported)."""
     import signal
     import threading
     import time
 
     import psutil
 
-    killed: list[int] = []
+    record: dict = {}
 
     def run() -> None:
         deadline = time.time() + timeout_s
         while time.time() < deadline:
-            if len(list(storage.rglob("checkpoint_*"))) >= n_checkpoints:
+            checkpoints = checkpoint_dirs(storage)
+            if len(checkpoints) >= n_checkpoints:
                 workers = [p for p in psutil.process_iter(["cmdline"])
                            if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
                 if workers:
+                    record["files"] = {f.name for c in checkpoints for f in c.rglob("*") if f.is_file()}
                     os.kill(workers[-1].pid, signal.SIGKILL)
-                    killed.append(workers[-1].pid)
+                    record["pid"] = workers[-1].pid
                     return
             time.sleep(0.2)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    return thread, killed
+    return thread, record
+
+
+@pytest.fixture
+def no_leftovers():
+    """Training leaves no scratch or staging directory in the temp folder (a CI machine once ran
+    out of disk on them); a worker killed mid-run included."""
+    import tempfile
+
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("coevo-*"))
+    yield
+    left = sorted(str(p) for p in set(tmp.glob("coevo-*")) - before)
+    assert not left, f"left behind in {tmp}: {left}"

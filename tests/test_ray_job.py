@@ -1,6 +1,6 @@
 """examples/cluster.py submitted unchanged as a Ray job to a real two-node cluster: `ray start
 --head` plus a second raylet joined with `ray start --address`, one CPU each, so the two Ray
-Train workers can only run one per node; checkpoints go to the run directory both nodes share."""
+Train workers can only run one per node; Ray Train's storage is the run directory both nodes share."""
 
 import json
 import os
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 
-from tests.conftest import read_jsonl
+from tests.conftest import checkpoint_dirs, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,9 @@ def test_cluster_script_as_ray_job(tmp_path):
         placed = {(a["class_name"], a["node_id"]) for a in actors if "UDF" in (a.get("class_name") or "")}
         print("stage actors (class, node):", sorted(placed))
         assert {c for c, _ in placed} >= {"MapWorker(MapBatches(InterpretUDF))", "MapWorker(MapBatches(EmbedUDF))"}
-        assert list((out / "ray_train").rglob("checkpoint_*"))  # the shared storage path holds the checkpoints
+        # Ray Train used the run directory's shared storage; checkpoints go once a fit is exported.
+        assert [p for p in (out / "ray_train").iterdir() if p.name.startswith("embedder-")]
+        assert not checkpoint_dirs(out / "ray_train")
     finally:
         _stop_cluster(temp_dir, worker_temp_dir)
         start_log.close()

@@ -7,10 +7,10 @@ import numpy as np
 from coevo_ray.clustering import FaissKMeans
 from coevo_ray.embed import encode, load_encoder
 from coevo_ray.train_embedder import EmbedderTrainConfig, train_embedder
-from tests.conftest import kill_a_train_worker_after_checkpoints, read_jsonl
+from tests.conftest import checkpoint_dirs, kill_a_train_worker_after_checkpoints, read_jsonl
 
 
-def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path):
+def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path, no_leftovers):
     import ray
 
     texts, labels = read_jsonl("bank77.jsonl", n=48, seed=3)
@@ -29,6 +29,7 @@ def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path):
     assert ranks[0]["final"] == ranks[1]["final"], "DDP ranks ended with different embedders"
     assert ranks[0]["final"] != ranks[0]["initial"], "training did not change the embedder"
     assert metrics["steps"] == 3 and metrics["world_size"] == 2
+    assert not checkpoint_dirs(tmp_path / "ray")  # exported, so removed from Ray Train's storage
     assert any("pooler" in name for name in metrics["frozen"])
     for key in ("mean_loss", "mean_loss_cl", "mean_loss_cl_dropout", "mean_loss_dec"):
         assert np.isfinite(metrics[key]) and metrics[key] > 0
@@ -38,7 +39,7 @@ def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path):
     assert not np.allclose(trained, base_emb, atol=1e-4)
 
 
-def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir, tmp_path):
+def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir, tmp_path, no_leftovers):
     """SIGKILL a Ray Train worker after a periodic checkpoint: Ray Train restarts the group
     (FailureConfig), the loop resumes from the checkpoint (not from step 0) and finishes. (Not
     compared bit for bit with an uninterrupted run: two clean CPU runs already differ in the last
@@ -56,7 +57,8 @@ def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir
     d1.mkdir()
     _, metrics = train_embedder(minilm_dir, ds, tmp_path / "killed", cfg, storage_path=str(storage), digest_dir=str(d1))
     killer.join(timeout=5)
-    assert killed, "no Ray Train worker was killed"
+    assert "pid" in killed, "no Ray Train worker was killed"
+    assert {"train_state.json", "train_state.safetensors"} <= killed["files"]
     assert metrics["steps"] == 40 and metrics["resumed_from_step"] >= 5, metrics
     ranks = [json.loads((d1 / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["final"] == ranks[1]["final"] != ranks[0]["initial"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import asdict
@@ -95,16 +94,12 @@ def _save_train_state(out: Path, loss_module, optimizer, step: int, sums: dict[s
                                                       "adam_steps": adam_steps}))
 
 
-def _report_progress(rank: int, step: int, loss_module, optimizer, sums, step_times) -> None:
-    """Every rank calls report; rank 0 attaches the checkpoint (Ray Train keeps the latest)."""
-    import ray.train
+def _report_progress(stage: Path | None, step: int, loss_module, optimizer, sums, step_times) -> None:
+    """Every rank calls report; rank 0 (given a ``stage``) attaches the checkpoint."""
+    from coevo_ray.runtime import report_staged
 
-    checkpoint = None
-    if rank == 0:
-        out = Path(tempfile.mkdtemp(prefix="coevo-embedder-step-"))
-        _save_train_state(out, loss_module, optimizer, step, sums, step_times)
-        checkpoint = ray.train.Checkpoint.from_directory(str(out))
-    ray.train.report({"step": step, "mean_loss": sums["loss"] / step}, checkpoint=checkpoint)
+    report_staged({"step": step, "mean_loss": sums["loss"] / step}, stage,
+                  lambda out: _save_train_state(out, loss_module, optimizer, step, sums, step_times))
 
 
 def _load_train_state(ckpt_dir: Path, loss_module, optimizer, device) -> tuple[int, dict[str, float], list[float]]:
@@ -123,17 +118,30 @@ def _load_train_state(ckpt_dir: Path, loss_module, optimizer, device) -> tuple[i
 
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
+    from coevo_ray.runtime import worker_scratch
+
+    with worker_scratch("embedder") as scratch:
+        _train_in(config, scratch)
+
+
+def _train_in(config: dict[str, Any], scratch: Path) -> None:
     import ray.train
     import torch
     from ray.train.torch import prepare_model
     from sentence_transformers import SentenceTransformer
 
-    from coevo_ray.runtime import parameters_digest, rank_nodes, write_rank_digests
+    from coevo_ray.runtime import (
+        parameters_digest,
+        rank_nodes,
+        report_staged,
+        write_rank_digests,
+    )
     from coevo_ray.train_embedder.losses import CoEvoEmbedderLoss
 
     cfg = EmbedderTrainConfig(**config["train"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    stage = scratch / "checkpoint" if rank == 0 else None  # rank 0 writes the checkpoints
     torch.manual_seed(cfg.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(config["model_dir"], device=device, trust_remote_code=False, local_files_only=True)
@@ -181,7 +189,7 @@ def _train_loop(config: dict[str, Any]) -> None:
             if rank == 0 and (step % 10 == 0 or step == total_steps):
                 logger.info("embedder: step %d/%d loss %.4f", step, total_steps, float(parts[0]))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-                _report_progress(rank, step, loss_module, optimizer, sums, step_times)
+                _report_progress(stage, step, loss_module, optimizer, sums, step_times)
             if step >= total_steps or step % steps_per_epoch == 0:
                 break
         if step == start:
@@ -191,13 +199,12 @@ def _train_loop(config: dict[str, Any]) -> None:
                    resumed_from_step=resumed_from, rank_nodes=rank_nodes(),
                    rank_digest=parameters_digest(loss_module.model), initial_digest=initial)
     write_rank_digests(config.get("digest_dir"), rank, initial, metrics["rank_digest"])
-    checkpoint = None
-    if rank == 0:
-        out = Path(tempfile.mkdtemp(prefix="coevo-embedder-"))
+
+    def write_model(out: Path) -> None:
         model.save(str(out), create_model_card=False)
         (out / "embedder_metrics.json").write_text(json.dumps(metrics, indent=2))
-        checkpoint = ray.train.Checkpoint.from_directory(str(out))
-    ray.train.report(metrics, checkpoint=checkpoint)
+
+    report_staged(metrics, stage, write_model)
 
 
 def train_embedder(
@@ -215,7 +222,12 @@ def train_embedder(
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
+    from coevo_ray.runtime import (
+        fit_and_export,
+        train_scaling,
+        train_storage,
+        wait_for_cpus,
+    )
 
     # Materialised first: the workers then read blocks from the object store and launch no Ray
     # Data tasks, which would wait forever for a CPU while the workers hold every core.
@@ -225,20 +237,21 @@ def train_embedder(
     plan_steps(n_rows, scaling.num_workers, cfg)  # fail here, not inside the workers
     if not scaling.use_gpu:
         wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config={"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows,
-                           "centroids": None if centroids is None else np.asarray(centroids, np.float32),
-                           "digest_dir": digest_dir},
-        scaling_config=scaling,
-        torch_config=torch_config,
-        datasets={"train": pairs},
-        # Every worker sees every row (it keeps its own), in the same order on every run.
-        dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
-        # A fresh name per fit: Ray Train V2 restores a run whose name and storage path exist.
-        run_config=RunConfig(name=f"embedder-{os.getpid()}-{n_rows}-{uuid.uuid4().hex[:8]}",
-                             storage_path=storage_path or tempfile.mkdtemp(prefix="coevo-train-"),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    return fit_and_export(trainer, out_dir, "embedder training")
+    with train_storage(storage_path) as storage:
+        trainer = TorchTrainer(
+            _train_loop,
+            train_loop_config={"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows,
+                               "centroids": None if centroids is None else np.asarray(centroids, np.float32),
+                               "digest_dir": digest_dir},
+            scaling_config=scaling,
+            torch_config=torch_config,
+            datasets={"train": pairs},
+            # Every worker sees every row (it keeps its own), in the same order on every run.
+            dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
+            # A fresh name per fit: Ray Train V2 restores a run whose name and storage path exist.
+            run_config=RunConfig(name=f"embedder-{os.getpid()}-{n_rows}-{uuid.uuid4().hex[:8]}",
+                                 storage_path=storage,
+                                 failure_config=FailureConfig(max_failures=cfg.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        )
+        return fit_and_export(trainer, out_dir, "embedder training")

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import asdict
@@ -63,25 +62,30 @@ def _ray_checkpoint_reporter():
     reports (Ray Train V2 expects the same number of reports per rank); rank 0's carries the
     files. Like ``ray.train.huggingface.transformers.RayTrainReportCallback``, without the
     pickled ``training_args.bin``."""
-    import ray.train
     from transformers import TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
+
+    from coevo_ray.runtime import report_staged
 
     class RayCheckpointReporter(TrainerCallback):
         def on_save(self, args, state, control, **kwargs) -> None:
             source = get_last_checkpoint(args.output_dir) if state.is_world_process_zero else None
-            with tempfile.TemporaryDirectory() as tmp:
-                checkpoint = None
-                if source:
-                    shutil.copytree(source, Path(tmp) / "checkpoint", ignore=shutil.ignore_patterns("training_args.bin"))
-                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report({"step": state.global_step}, checkpoint=checkpoint)
+            stage = Path(args.output_dir) / "report" if source else None
+            report_staged({"step": state.global_step}, stage, lambda out: shutil.copytree(
+                source, out / "checkpoint", ignore=shutil.ignore_patterns("training_args.bin")))
 
     return RayCheckpointReporter()
 
 
 def _train_loop(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker."""
+    """Runs on every Ray Train worker; Hugging Face's output directory is the worker's scratch."""
+    from coevo_ray.runtime import worker_scratch
+
+    with worker_scratch("dpo") as scratch:
+        _train_in(config, str(scratch))
+
+
+def _train_in(config: dict[str, Any], out_dir: str) -> None:
     import ray.train
     import torch
     from datasets import Dataset
@@ -89,7 +93,12 @@ def _train_loop(config: dict[str, Any]) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from coevo_ray.runtime import parameters_digest, rank_nodes, write_rank_digests
+    from coevo_ray.runtime import (
+        parameters_digest,
+        rank_nodes,
+        report_staged,
+        write_rank_digests,
+    )
 
     cfg = LLMTrainConfig(**config["train"])
     ctx = ray.train.get_context()
@@ -105,7 +114,6 @@ def _train_loop(config: dict[str, Any]) -> None:
     pairs = config["pairs"]
     data = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["chosen"], "rejected": pairs["rejected"]})
     use_ds = cfg.deepspeed if cfg.deepspeed is not None else use_gpu
-    out_dir = tempfile.mkdtemp(prefix="coevo-dpo-")
     args = DPOConfig(
         output_dir=out_dir,
         learning_rate=cfg.learning_rate,
@@ -157,7 +165,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     previous = ray.train.get_checkpoint()
     # The worker group was restarted after a failure. (A final-adapter checkpoint has no
     # "checkpoint/" inside: training then reruns, it cannot resume from an adapter alone.)
-    if previous is not None and (Path(local := previous.to_directory()) / "checkpoint").is_dir():
+    if previous is not None and (Path(local := previous.to_directory(str(Path(out_dir) / "restored"))) / "checkpoint").is_dir():
         resume_dir = str(Path(local) / "checkpoint")
         resumed_from = json.loads((Path(resume_dir) / "trainer_state.json").read_text())["global_step"]
         logger.info("DPO: resuming from the checkpoint at step %d", resumed_from)
@@ -190,14 +198,12 @@ def _train_loop(config: dict[str, Any]) -> None:
             if key.startswith("eval_rewards") or key == "eval_loss":
                 metrics[f"{prefix}/{key[5:]}"] = float(value)
     write_rank_digests(config.get("digest_dir"), rank, initial_digest, final_digest)
-    checkpoint = None
-    if rank == 0:
-        adapter_dir = Path(out_dir) / "adapter"
-        trainer.model.save_pretrained(adapter_dir)
-        (adapter_dir / "dpo_metrics.json").write_text(json.dumps(metrics, indent=2))
-        checkpoint = ray.train.Checkpoint.from_directory(str(adapter_dir))
-    ray.train.report(metrics, checkpoint=checkpoint)
-    shutil.rmtree(out_dir, ignore_errors=True)
+
+    def write_adapter(out: Path) -> None:
+        trainer.model.save_pretrained(out)
+        (out / "dpo_metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    report_staged(metrics, Path(out_dir) / "adapter" if rank == 0 else None, write_adapter)
 
 
 def train_dpo(
@@ -215,23 +221,28 @@ def train_dpo(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
+    from coevo_ray.runtime import (
+        fit_and_export,
+        train_scaling,
+        train_storage,
+        wait_for_cpus,
+    )
 
     if not pairs["prompt"]:
         raise ValueError("no preference pairs to train on")
-    storage = storage_path or tempfile.mkdtemp(prefix="coevo-train-")
     scaling, torch_config = train_scaling(cfg.num_workers, cfg.cpus_per_worker)
     if not scaling.use_gpu:
         wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config={"model_dir": str(model_dir), "pairs": pairs, "train": asdict(cfg),
-                           "evaluate": evaluate, "digest_dir": digest_dir,
-                           "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None},
-        scaling_config=scaling,
-        torch_config=torch_config,
-        run_config=RunConfig(name=f"dpo-{os.getpid()}-{len(pairs['prompt'])}-{uuid.uuid4().hex[:8]}", storage_path=storage,
-                             failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    return fit_and_export(trainer, out_dir, "DPO")
+    with train_storage(storage_path) as storage:
+        trainer = TorchTrainer(
+            _train_loop,
+            train_loop_config={"model_dir": str(model_dir), "pairs": pairs, "train": asdict(cfg),
+                               "evaluate": evaluate, "digest_dir": digest_dir,
+                               "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None},
+            scaling_config=scaling,
+            torch_config=torch_config,
+            run_config=RunConfig(name=f"dpo-{os.getpid()}-{len(pairs['prompt'])}-{uuid.uuid4().hex[:8]}", storage_path=storage,
+                                 failure_config=FailureConfig(max_failures=cfg.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        )
+        return fit_and_export(trainer, out_dir, "DPO")
