@@ -26,7 +26,7 @@ STAGES = ["iter0-embed-candidates", "iter0-embed-interpretations", "iter0-interp
 
 @pytest.fixture(scope="module")
 def fitted(ray_session, tmp_path_factory):
-    texts, labels = read_jsonl("bank77.jsonl", n=150, seed=2)
+    texts, labels = read_jsonl("bank77.jsonl", n=100, seed=2)
     out = tmp_path_factory.mktemp("loop")
     model = CoEvolver(task=TASK, n_clusters=len(set(labels)), output_dir=str(out), **QUICK).fit(texts, labels)
     return model, texts, labels, out
@@ -86,5 +86,5 @@ def test_saved_model_with_dpo_adapter_predicts_the_fitted_labels(fitted, tmp_pat
     assert {"adapter_config.json", "adapter_model.safetensors"} <= adapter_files
     loaded = CoEvolver.load(saved)
     assert loaded.adapter_dir_ is not None
-    pred = loaded.predict(texts, output_dir=str(tmp_path / "predict"))
-    np.testing.assert_array_equal(pred, model.labels_)
+    pred = loaded.predict(texts[:40], output_dir=str(tmp_path / "predict"))  # a subset: generation is the cost
+    np.testing.assert_array_equal(pred, model.labels_[:40])

@@ -77,10 +77,11 @@ def test_save_load_predict_reproduces_labels(fitted, data, tmp_path):
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl", ".pickle"))]  # no pickle
     loaded = CoEvolver.load(saved)
     assert loaded.cluster_names_ == fitted.cluster_names_
-    pred = loaded.predict(texts + UNSEEN, output_dir=str(tmp_path / "predict"))
-    np.testing.assert_array_equal(pred[: len(texts)], fitted.labels_)
-    assert pred.shape == (len(texts) + len(UNSEEN),)
-    assert all(0 <= p < fitted.n_clusters_ for p in pred[len(texts):])
+    seen = texts[:12]  # a subset: generation is the cost
+    pred = loaded.predict(seen + UNSEEN, output_dir=str(tmp_path / "predict"))
+    np.testing.assert_array_equal(pred[: len(seen)], fitted.labels_[: len(seen)])
+    assert pred.shape == (len(seen) + len(UNSEEN),)
+    assert all(0 <= p < fitted.n_clusters_ for p in pred[len(seen):])
 
 
 def test_predict_before_fit_is_refused():

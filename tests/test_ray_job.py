@@ -125,8 +125,11 @@ def test_cluster_script_as_ray_job(tmp_path):
         placed = {(a["class_name"], a["node_id"]) for a in actors if "UDF" in (a.get("class_name") or "")}
         print("stage actors (class, node):", sorted(placed))
         assert {c for c, _ in placed} >= {"MapWorker(MapBatches(InterpretUDF))", "MapWorker(MapBatches(EmbedUDF))"}
-        # Ray Train used the run directory's shared storage; checkpoints go once a fit is exported.
-        assert [p for p in (out / "ray_train").iterdir() if p.name.startswith("embedder-")]
+        # Ray Train used the run directory's shared storage: its record of the embedder fit lists
+        # the checkpoint written there, deleted once the fit was exported into its stage.
+        [run] = [p for p in (out / "ray_train").iterdir() if p.name.startswith("embedder-")]
+        snapshot = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
+        assert snapshot.get("checkpoint_results"), snapshot
         assert not checkpoint_dirs(out / "ray_train")
     finally:
         _stop_cluster(temp_dir, worker_temp_dir)

@@ -46,11 +46,11 @@ def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir
     bits — mean loss 0.099972 vs 0.099958 — from threaded float reductions.)"""
     import ray
 
-    texts, labels = read_jsonl("bank77.jsonl", n=160, seed=9)
+    texts, labels = read_jsonl("bank77.jsonl", n=96, seed=9)
     ds = ray.data.from_items([{"id": i, "text": t, "interpretation": f"Keywords: {y}"}
                               for i, (t, y) in enumerate(zip(texts, labels))])
-    cfg = EmbedderTrainConfig(learning_rate=1e-4, batch_size=4, epochs=2, num_workers=2, checkpoint_every=5,
-                              dec_weight=0.0)  # 2 epochs x 20 steps
+    cfg = EmbedderTrainConfig(learning_rate=1e-4, batch_size=4, epochs=2, num_workers=2, checkpoint_every=4,
+                              dec_weight=0.0)  # 2 epochs x 12 steps
     storage = tmp_path / "ray"
     killer, killed = kill_a_train_worker_after_checkpoints(storage)
     d1 = tmp_path / "d1"
@@ -59,7 +59,7 @@ def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir
     killer.join(timeout=5)
     assert "pid" in killed, "no Ray Train worker was killed"
     assert {"train_state.json", "train_state.safetensors"} <= killed["files"]
-    assert metrics["steps"] == 40 and metrics["resumed_from_step"] >= 5, metrics
+    assert metrics["steps"] == 24 and metrics["resumed_from_step"] >= 4, metrics
     ranks = [json.loads((d1 / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["final"] == ranks[1]["final"] != ranks[0]["initial"]
     assert np.isfinite(metrics["mean_loss"]) and metrics["mean_loss"] > 0

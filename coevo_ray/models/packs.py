@@ -159,8 +159,10 @@ def _alias_dir(pack: ModelPack) -> Path:
     if pack.kind == "embedder":
         return _package_file(pack, *pack.packages[0])
     gguf = _gguf_file(pack)
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    # Keyed by the pinned packages and the file size, not the path: every virtual environment that
+    # installs the same pack shares one conversion (a path key made a 260 MB copy per venv).
+    pins = ",".join(pkg[0] for pkg in pack.packages)
+    key = hashlib.sha256(f"{pins}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
     return atomic_dir(cache_dir() / "models" / f"{pack.alias}-{key}", lambda tmp: _convert_gguf(gguf, tmp))
 
 
