@@ -301,7 +301,8 @@ class CoEvolver:
             resume: bool = False) -> "CoEvolver":
         """Run the co-evolution loop. With ``output_dir`` set, finished stages are kept there: the
         same fit rerun reuses them; ``resume=True`` also reuses a run written by another config
-        (only the stages whose inputs changed run again)."""
+        (only the stages whose inputs changed run again). Without it they go to a temporary
+        directory removed with this object (``save`` keeps what ``predict`` needs)."""
         cfg = self.config
         corpus = texts if isinstance(texts, Corpus) else load_corpus(
             texts, labels=labels, max_chars=cfg.interpret.max_text_chars)

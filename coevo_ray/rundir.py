@@ -13,8 +13,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +34,10 @@ def fingerprint(*parts: Any) -> str:
 class RunDir:
     def __init__(self, root: str | os.PathLike | None) -> None:
         if root is None:
+            # Nobody asked to keep this run: like ``TemporaryDirectory`` it goes with its owner
+            # (the fitted model holds it) or at exit, instead of piling up in the temp folder.
             root = tempfile.mkdtemp(prefix="coevo-run-")
+            weakref.finalize(self, shutil.rmtree, root, ignore_errors=True)
         self.root = Path(root).expanduser().resolve()
         self._check_writable()
         self.reused: list[str] = []

@@ -93,6 +93,22 @@ def test_stage_names_cannot_escape_the_run_directory(tmp_path, name):
     assert path.parent == (tmp_path / "run" / "stages").resolve()
 
 
+def test_an_unnamed_run_directory_goes_with_its_owner(tmp_path):
+    """fit() without output_dir must not leave its stages (the merged LLM among them) in the temp
+    folder once the model is gone; a directory the caller named stays."""
+    import gc
+
+    from coevo_ray.rundir import RunDir
+
+    temporary, named = RunDir(None), RunDir(tmp_path / "kept")
+    roots = (temporary.root, named.root)
+    (temporary.root / "stages").mkdir()
+    assert roots[0].exists()
+    del temporary, named
+    gc.collect()
+    assert not roots[0].exists() and roots[1].exists()
+
+
 def test_saved_model_paths_cannot_point_outside(tmp_path):
     """The manifest only says whether an adapter/embedder exists; their paths are fixed names."""
     import json
