@@ -6,9 +6,11 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def wait_for_cpus(needed: float, timeout_s: float = 60.0) -> None:
 
 
 @contextmanager
-def train_storage(storage_path: str | None) -> Iterator[str]:
+def _train_storage(storage_path: str | None) -> Iterator[str]:
     """Ray Train's storage path: the caller's, or a temporary one removed after the fit (one node
     only: several nodes need a path they all share)."""
     if storage_path:
@@ -103,7 +105,7 @@ def worker_scratch(kind: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def report_staged(metrics: dict, stage: Path | None, write=None) -> None:
+def report_staged(metrics: dict, stage: Path | None, write: Callable[[Path], Any]) -> None:
     """``ray.train.report`` with a checkpoint written by ``write(stage)`` (rank 0 passes a stage,
     the others None: every rank reports). The upload is synchronous, so the stage goes afterwards."""
     import ray.train
@@ -121,17 +123,26 @@ def report_staged(metrics: dict, stage: Path | None, write=None) -> None:
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def fit_and_export(trainer, out_dir, what: str):
-    """Run a Ray Train trainer, copy its final checkpoint to ``out_dir`` and return its metrics.
-    The copy is the artifact: Ray Train's checkpoints only serve restarts within this fit, so they
-    are deleted from the storage afterwards (hundreds of MB per fit otherwise)."""
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"{what} finished without reporting a checkpoint")
-    out = Path(out_dir)
-    with result.checkpoint.as_directory() as ckpt:
-        shutil.copytree(ckpt, out, dirs_exist_ok=True)
-    removed = _remove_checkpoints(result)
+def fit_and_export(make_trainer: Callable[[Any], Any], name: str, storage_path: str | None, max_failures: int,
+                   out_dir, what: str) -> tuple[Path, dict[str, Any]]:
+    """Build a Ray Train trainer with ``make_trainer(run_config)``, run it, copy its final
+    checkpoint to ``out_dir`` and return its metrics. The run keeps two checkpoints for restarts
+    (``max_failures``) under ``storage_path`` (a temporary one when None); the copy is the artifact,
+    so they are deleted from the storage afterwards (hundreds of MB per fit otherwise)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+
+    with _train_storage(storage_path) as storage:
+        # A fresh name per fit: Ray Train V2 restores a run whose name and storage path exist.
+        run_config = RunConfig(name=f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}", storage_path=storage,
+                               failure_config=FailureConfig(max_failures=max_failures),
+                               checkpoint_config=CheckpointConfig(num_to_keep=2))
+        result = make_trainer(run_config).fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"{what} finished without reporting a checkpoint")
+        out = Path(out_dir)
+        with result.checkpoint.as_directory() as ckpt:
+            shutil.copytree(ckpt, out, dirs_exist_ok=True)
+        removed = _remove_checkpoints(result)
     logger.info("%s: exported to %s; removed %d Ray Train checkpoint(s) from storage", what, out, removed)
     return out, dict(result.metrics or {})
 

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -94,14 +93,6 @@ def _save_train_state(out: Path, loss_module, optimizer, step: int, sums: dict[s
                                                       "adam_steps": adam_steps}))
 
 
-def _report_progress(stage: Path | None, step: int, loss_module, optimizer, sums, step_times) -> None:
-    """Every rank calls report; rank 0 (given a ``stage``) attaches the checkpoint."""
-    from coevo_ray.runtime import report_staged
-
-    report_staged({"step": step, "mean_loss": sums["loss"] / step}, stage,
-                  lambda out: _save_train_state(out, loss_module, optimizer, step, sums, step_times))
-
-
 def _load_train_state(ckpt_dir: Path, loss_module, optimizer, device) -> tuple[int, dict[str, float], list[float]]:
     import torch
     from safetensors.torch import load_file
@@ -130,12 +121,7 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
     from ray.train.torch import prepare_model
     from sentence_transformers import SentenceTransformer
 
-    from coevo_ray.runtime import (
-        parameters_digest,
-        rank_nodes,
-        report_staged,
-        write_rank_digests,
-    )
+    from coevo_ray.runtime import parameters_digest, rank_nodes, report_staged, write_rank_digests
     from coevo_ray.train_embedder.losses import CoEvoEmbedderLoss
 
     cfg = EmbedderTrainConfig(**config["train"])
@@ -189,7 +175,8 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
             if rank == 0 and (step % 10 == 0 or step == total_steps):
                 logger.info("embedder: step %d/%d loss %.4f", step, total_steps, float(parts[0]))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-                _report_progress(stage, step, loss_module, optimizer, sums, step_times)
+                report_staged({"step": step, "mean_loss": sums["loss"] / step}, stage,
+                              lambda out, step=step: _save_train_state(out, loss_module, optimizer, step, sums, step_times))
             if step >= total_steps or step % steps_per_epoch == 0:
                 break
         if step == start:
@@ -219,15 +206,10 @@ def train_embedder(
     """Train on ``pairs`` (a Ray Dataset with ``id``, ``text``, ``interpretation``); write a
     sentence-transformers directory to ``out_dir``. ``centroids`` (K, D) initialise DEC."""
     from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
+    from ray.train import DataConfig
     from ray.train.torch import TorchTrainer
 
-    from coevo_ray.runtime import (
-        fit_and_export,
-        train_scaling,
-        train_storage,
-        wait_for_cpus,
-    )
+    from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
 
     # Materialised first: the workers then read blocks from the object store and launch no Ray
     # Data tasks, which would wait forever for a CPU while the workers hold every core.
@@ -237,21 +219,13 @@ def train_embedder(
     plan_steps(n_rows, scaling.num_workers, cfg)  # fail here, not inside the workers
     if not scaling.use_gpu:
         wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
-    with train_storage(storage_path) as storage:
-        trainer = TorchTrainer(
-            _train_loop,
-            train_loop_config={"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows,
-                               "centroids": None if centroids is None else np.asarray(centroids, np.float32),
-                               "digest_dir": digest_dir},
-            scaling_config=scaling,
-            torch_config=torch_config,
+    config = {"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows, "digest_dir": digest_dir,
+              "centroids": None if centroids is None else np.asarray(centroids, np.float32)}
+    return fit_and_export(
+        lambda run_config: TorchTrainer(
+            _train_loop, train_loop_config=config, scaling_config=scaling, torch_config=torch_config,
             datasets={"train": pairs},
             # Every worker sees every row (it keeps its own), in the same order on every run.
             dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
-            # A fresh name per fit: Ray Train V2 restores a run whose name and storage path exist.
-            run_config=RunConfig(name=f"embedder-{os.getpid()}-{n_rows}-{uuid.uuid4().hex[:8]}",
-                                 storage_path=storage,
-                                 failure_config=FailureConfig(max_failures=cfg.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        )
-        return fit_and_export(trainer, out_dir, "embedder training")
+            run_config=run_config),
+        f"embedder-{n_rows}", storage_path, cfg.max_failures, out_dir, "embedder training")

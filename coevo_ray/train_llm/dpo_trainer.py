@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -93,12 +92,7 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from coevo_ray.runtime import (
-        parameters_digest,
-        rank_nodes,
-        report_staged,
-        write_rank_digests,
-    )
+    from coevo_ray.runtime import parameters_digest, rank_nodes, report_staged, write_rank_digests
 
     cfg = LLMTrainConfig(**config["train"])
     ctx = ray.train.get_context()
@@ -165,8 +159,9 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
     previous = ray.train.get_checkpoint()
     # The worker group was restarted after a failure. (A final-adapter checkpoint has no
     # "checkpoint/" inside: training then reruns, it cannot resume from an adapter alone.)
-    if previous is not None and (Path(local := previous.to_directory(str(Path(out_dir) / "restored"))) / "checkpoint").is_dir():
-        resume_dir = str(Path(local) / "checkpoint")
+    restored = Path(previous.to_directory(str(Path(out_dir) / "restored"))) / "checkpoint" if previous else None
+    if restored is not None and restored.is_dir():
+        resume_dir = str(restored)
         resumed_from = json.loads((Path(resume_dir) / "trainer_state.json").read_text())["global_step"]
         logger.info("DPO: resuming from the checkpoint at step %d", resumed_from)
     # No evaluate() before train(): it makes HF's Trainer skip the DDP wrap, and the ranks then
@@ -218,31 +213,18 @@ def train_dpo(
 ) -> tuple[Path, dict[str, Any]]:
     """Train a LoRA adapter on ``pairs`` (prompt/chosen/rejected), from ``init_adapter_dir`` when
     given; copy it to ``out_dir``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from coevo_ray.runtime import (
-        fit_and_export,
-        train_scaling,
-        train_storage,
-        wait_for_cpus,
-    )
+    from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
 
     if not pairs["prompt"]:
         raise ValueError("no preference pairs to train on")
     scaling, torch_config = train_scaling(cfg.num_workers, cfg.cpus_per_worker)
     if not scaling.use_gpu:
         wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
-    with train_storage(storage_path) as storage:
-        trainer = TorchTrainer(
-            _train_loop,
-            train_loop_config={"model_dir": str(model_dir), "pairs": pairs, "train": asdict(cfg),
-                               "evaluate": evaluate, "digest_dir": digest_dir,
-                               "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None},
-            scaling_config=scaling,
-            torch_config=torch_config,
-            run_config=RunConfig(name=f"dpo-{os.getpid()}-{len(pairs['prompt'])}-{uuid.uuid4().hex[:8]}", storage_path=storage,
-                                 failure_config=FailureConfig(max_failures=cfg.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        )
-        return fit_and_export(trainer, out_dir, "DPO")
+    config = {"model_dir": str(model_dir), "pairs": pairs, "train": asdict(cfg), "evaluate": evaluate,
+              "digest_dir": digest_dir, "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None}
+    return fit_and_export(
+        lambda run_config: TorchTrainer(_train_loop, train_loop_config=config, scaling_config=scaling,
+                                        torch_config=torch_config, run_config=run_config),
+        f"dpo-{len(pairs['prompt'])}", storage_path, cfg.max_failures, out_dir, "DPO")
