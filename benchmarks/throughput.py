@@ -6,12 +6,19 @@
 
 Sections (each figure is a ratio to its reference; seconds are reported beside it):
   gemm          torch GEMM FLOP/s at fp32 and bf16 (the compute limit generation is compared with)
-  generation    output tok/s of the vLLM engine vs the transformers engine, and vs the GEMM limit
-                (2 × parameters × tok/s ÷ GEMM FLOP/s), SmolLM2-135M and Qwen2.5-Coder-0.5B, fp32/bf16
+  generation    output tok/s of the vLLM engine (the stage's EngineLoop, all requests in flight) at
+                each --concurrency, vs the GEMM limit (2 × parameters × tok/s ÷ GEMM FLOP/s), for
+                --llms and --dtypes; --with-transformers adds the transformers engine as reference
+  profile       where a generation run's time goes (py-spy samples grouped: GEMM, attention, other
+                model ops, engine and Python), SmolLM2-135M fp32 at the first --concurrency
+  structured    the same run with vLLM structured output (the interpretation regex) on
+  layout        the interpret stage through Ray Data: 1 actor × 2 threads vs 2 actors × 1 thread
   ray_overhead  the interpret, embed and prefer stages through Ray vs the same work in-process
   selection     R = 100 KMeans runs + averaged distances over N × C candidates vs one embedding
                 pass over the N texts; one FAISS KMeans vs one scikit-learn KMeans
-  training      seconds per DPO pair and per embedder pair on 1 and 2 Ray Train workers
+  training      seconds per DPO pair: TRL scoring every position (its CPU default) vs completion
+                tokens only (ours), on 2 workers × 1 CPU and 1 worker × 2 CPUs, same pairs; seconds
+                per embedder pair on 1 and 2 workers
   scaling       per-text seconds and peak memory (driver, Ray workers) of embed + KMeans +
                 selection at N = 1k, 5k, 22.5k (clinc150_full), and of generation at N = 250, 1k
 
@@ -50,6 +57,12 @@ CACHE = HERE / ".cache" / "throughput"
 TASK = "intent: user intent"
 LLMS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
 DTYPES = ("float32", "bfloat16")
+#: py-spy frame names → the part of a generation step they stand for (first match wins).
+PROFILE_GROUPS = (("GEMM (oneDNN)", ("onednn_mm", "cpu_unquantized_gemm")),
+                  ("attention kernel", ("cpu_attention_with_kv_cache", "unified_attention")),
+                  ("other model ops (norms, activations, rotary)", ("LlamaModel.forward", "Qwen2Model.forward")),
+                  ("sampling, structured output", ("sample", "Sampler", "grammar", "xgrammar")),
+                  ("scheduler, inputs, detokenising (Python)", ("",)))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -180,12 +193,15 @@ def unit_generation(args) -> dict:
     import torch
 
     from coevo_ray.interpret import EngineSpec, GenerationSettings
+    from coevo_ray.interpret.prompts import INTERPRETATION_REGEX
     from coevo_ray.models import resolve_model
 
     model_dir = str(resolve_model(args.llm))
-    texts = read_texts(args.n_gen)
+    texts = read_texts(args.n)
     settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=args.max_tokens)
-    spec = EngineSpec(model_dir=model_dir, dtype=args.dtype, backend=args.backend)
+    spec = EngineSpec(model_dir=model_dir, dtype=args.dtype, backend=args.backend,
+                      structured_regex=INTERPRETATION_REGEX if args.structured else None)
+    # All requests submitted at once: the engine holds min(n, max_num_seqs) of them per step.
     raw, start_s, gen_s, tok = generate_in_process(spec, settings, texts, batch_size=len(texts), warmup=4)
     tokens = count_tokens(tok, raw)
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -194,6 +210,52 @@ def unit_generation(args) -> dict:
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)).parameters())
     return {"start_s": round(start_s, 1), "gen_s": round(gen_s, 2), "tokens": tokens,
             "tok_s": round(tokens / gen_s, 1), "params": params, "requests": len(texts)}
+
+
+def unit_profile(args) -> dict:
+    """py-spy samples of one generation unit, grouped by what the sampled frame stack contains."""
+    import collections
+    import shutil
+
+    raw = Path(tempfile.mkdtemp(prefix="coevo-tp-prof-")) / "samples.txt"
+    cmd = [sys.executable, __file__, "--unit", "generation", "--llm", args.llm, "--dtype", "float32",
+           "--backend", "vllm", "--n", str(args.n), "--max-tokens", str(args.max_tokens)]
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    proc = subprocess.run([spy, "record", "-r", "50", "--format", "raw", "-o", str(raw), "--", *cmd],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    counts: collections.Counter = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "_run_engine" not in stack and "EngineLoop._run" not in stack and "LLMEngine.step" not in stack:
+            continue  # engine start, imports, warm-up bookkeeping
+        group = next(name for name, keys in PROFILE_GROUPS if any(k in stack for k in keys))
+        counts[group] += int(n)
+    total = sum(counts.values())
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["share_of_generation_time"] = {g: round(counts[g] / total, 3) for g, _ in PROFILE_GROUPS}
+    result["samples"] = total
+    shutil.rmtree(raw.parent, ignore_errors=True)
+    return result
+
+
+def unit_layout(args) -> dict:
+    """The interpret stage through Ray Data on N texts with one actor binding both cores or two
+    actors of one thread each (vLLM engines are not thread-safe to share, so 2 × 1 is two engines)."""
+    from coevo_ray.data import load_corpus
+    from coevo_ray.interpret import EngineSpec, GenerationSettings, StageResources, interpret_dataset
+    from coevo_ray.models import resolve_model
+
+    actors, threads = (int(x) for x in args.layout.split("x"))
+    init_ray()
+    spec = EngineSpec(model_dir=str(resolve_model("smollm2-135m-instruct")))
+    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=args.max_tokens)
+    t0 = time.perf_counter()
+    rows = interpret_dataset(load_corpus(read_texts(args.n)).to_ray_dataset(), spec, settings,
+                             StageResources(actors=actors, threads=threads, batch_size=64)).take_all()
+    wall = time.perf_counter() - t0
+    return {"actors": actors, "threads_per_actor": threads, "n": len(rows), "wall_s": round(wall, 1)}
 
 
 def unit_ray_overhead(args) -> dict:
@@ -296,14 +358,25 @@ def unit_training(args) -> dict:
     llm = str(resolve_model("smollm2-135m-instruct"))
     pairs = dpo_pairs(llm, texts)
     out: dict = {"dpo": {}, "embedder": {}}
-    for workers in (1, 2):
-        n_pairs = 4 * workers * args.dpo_steps
-        cfg = LLMTrainConfig(max_steps=args.dpo_steps, num_workers=workers, per_device_batch_size=4)
-        _, m = train_dpo(llm, {k: v[:n_pairs] for k, v in pairs.items()}, work / f"dpo{workers}", cfg,
+    # Same pairs, same loss, same 8 pairs per optimizer step in every layout (4 per worker step on
+    # 2 workers; 4 × 2 accumulation on 1): only the LM-head scoring and the layout differ.
+    layouts = {"2x1cpu": dict(num_workers=2, cpus_per_worker=1.0, gradient_accumulation_steps=1),
+               "1x2cpu": dict(num_workers=1, cpus_per_worker=2.0, gradient_accumulation_steps=2)}
+    n_pairs = 8 * args.dpo_steps
+    for name, layout, compact in (("2x1cpu", "2x1cpu", False), ("2x1cpu", "2x1cpu", True), ("1x2cpu", "1x2cpu", True)):
+        cfg = LLMTrainConfig(max_steps=args.dpo_steps, per_device_batch_size=4, compact_lm_head=compact,
+                             checkpoint_every=0, **layouts[layout])
+        t0 = time.perf_counter()
+        _, m = train_dpo(llm, {k: v[:n_pairs] for k, v in pairs.items()}, work / f"dpo-{name}-{compact}", cfg,
                          storage_path=str(work / "ray"))
+        wall = time.perf_counter() - t0
         step = statistics.median(m["step_times_s"][1:] or m["step_times_s"])  # step 1: allocations, gloo set-up
-        out["dpo"][f"{workers}_workers"] = {"pairs_per_step": m["pairs_per_step"], "s_per_step": step,
-                                            "s_per_pair": round(step / m["pairs_per_step"], 3)}
+        out["dpo"][f"{name}_{'completion_only' if compact else 'every_position'}"] = {
+            "pairs_per_step": m["pairs_per_step"], "s_per_step": step, "s_per_pair": round(step / m["pairs_per_step"], 3),
+            "fit_wall_s": round(wall, 1), "margins": m.get("final_rewards/margins"), "loss": m.get("final_loss")}
+    base = out["dpo"]["2x1cpu_every_position"]["s_per_pair"]
+    for key, row in out["dpo"].items():
+        row["speedup_vs_every_position"] = round(base / row["s_per_pair"], 2)
     rows = [{"id": i, "text": t, "interpretation": f"Reasoning: the customer asks: {t}\nKeywords: "
              f"{', '.join(t.split()[:5])}"} for i, t in enumerate(texts)]
     for workers in (1, 2):
@@ -379,7 +452,8 @@ def unit_scale_generation(args) -> dict:
             "peak_driver_mib": PeakMemory.driver_mib(), "peak_ray_workers_mib": round(mem.workers_peak / 2**20, 1)}
 
 
-UNITS = {"gemm": unit_gemm, "generation": unit_generation, "ray_overhead": unit_ray_overhead,
+UNITS = {"gemm": unit_gemm, "generation": unit_generation, "profile": unit_profile, "layout": unit_layout,
+         "ray_overhead": unit_ray_overhead,
          "selection": unit_selection, "training": unit_training, "scale_embed": unit_scale_embed,
          "scale_generation": unit_scale_generation}
 
@@ -389,8 +463,14 @@ def plan(args) -> dict[str, list[str]]:
     """Section → the unit command lines it runs (each also names its cache file)."""
     sections = {
         "gemm": [["gemm"]],
-        "generation": [["generation", "--llm", llm, "--dtype", dt, "--backend", be]
-                       for llm in LLMS for dt in DTYPES for be in ("vllm", "transformers")],
+        "generation": [["generation", "--llm", llm, "--dtype", dt, "--backend", be, "--n", str(n)]
+                       for llm, sizes in args.llms.items() for dt in args.dtypes for n in sizes
+                       for be in (("vllm", "transformers") if args.with_transformers else ("vllm",))],
+        "profile": [["profile", "--llm", LLMS[0], "--n", str(args.concurrency[0])]],
+        # Structured output's cost: the same greedy requests constrained to the interpretation shape.
+        "structured": [["generation", "--llm", LLMS[0], "--dtype", "float32", "--backend", "vllm",
+                        "--n", str(args.concurrency[0]), "--structured"]],
+        "layout": [["layout", "--layout", layout, "--n", str(args.concurrency[0])] for layout in ("1x2", "2x1")],
         "ray_overhead": [["ray_overhead"]],
         "selection": [["selection"]],
         "training": [["training"]],
@@ -401,8 +481,10 @@ def plan(args) -> dict[str, list[str]]:
 
 
 def unit_name(cmd: list[str]) -> str:
-    """The cache file / results key of a unit, e.g. ``generation-<llm>-<dtype>-vllm``."""
-    return "-".join(part for part in cmd if not part.startswith("--"))
+    """The cache file / results key of a unit, e.g. ``generation-<llm>-<dtype>-vllm-256``; a flag
+    without a value keeps its name (``...-structured``)."""
+    flags = {part for part, nxt in zip(cmd, cmd[1:] + ["--"]) if part.startswith("--") and nxt.startswith("--")}
+    return "-".join(part[2:] if part in flags else part for part in cmd if part in flags or not part.startswith("--"))
 
 
 def run_unit(cmd: list[str], args) -> dict:
@@ -412,7 +494,7 @@ def run_unit(cmd: list[str], args) -> dict:
         return json.loads(cache.read_text())
     print(f"[throughput] {name} ...", flush=True)
     t0 = time.perf_counter()
-    common = ["--n-gen", str(args.n_gen), "--max-tokens", str(args.max_tokens), "--runs", str(args.runs),
+    common = ["--max-tokens", str(args.max_tokens), "--runs", str(args.runs),
               "--candidates", str(args.candidates), "--k", str(args.k), "--n-embed", str(args.n_embed), "--n-overhead-gen", str(args.n_overhead_gen),
               "--dpo-steps", str(args.dpo_steps), "--embedder-steps", str(args.embedder_steps)]
     proc = subprocess.run([sys.executable, __file__, "--unit", *cmd, *common], capture_output=True, text=True)
@@ -439,32 +521,30 @@ def prompt_tokens(llm: str, n: int) -> int:
                for t in read_texts(n))
 
 
-def summarise(res: dict, n_gen: int) -> dict:
+def summarise(res: dict, args) -> dict:
     """The headline ratios, each to its reference. The GEMM limit counts 2 × parameters FLOPs
     per token; "output" uses generated tokens only (the issue's definition), "processed" adds the
-    prompt tokens (an upper bound of the work: vLLM's prefix cache may skip the shared prompt)."""
+    prompt tokens (an upper bound of the work: vLLM's prefix cache skips the shared prompt)."""
     out: dict = {}
     gemm = res.get("gemm", {}).get("gemm", {})
-    for llm in LLMS:
-        n_prompt = None
-        for dt in DTYPES:
-            v = res.get("generation", {}).get(f"generation-{llm}-{dt}-vllm", {})
-            h = res.get("generation", {}).get(f"generation-{llm}-{dt}-transformers", {})
-            if "tok_s" not in v:
-                continue
-            n_prompt = n_prompt if n_prompt is not None else prompt_tokens(llm, n_gen)
-            row = {"vllm_tok_s": v["tok_s"], "transformers_tok_s": h.get("tok_s"), "prompt_tokens": n_prompt}
-            if h.get("tok_s"):
-                row["vllm_vs_transformers"] = round(v["tok_s"] / h["tok_s"], 2)
-            if dt in gemm:
-                limit = gemm[dt]["gflops"] * 1e9 / (2 * v["params"])
-                row["gemm_limit_tok_s"] = round(limit, 0)
-                row["vllm_output_share_of_gemm_limit"] = round(v["tok_s"] / limit, 4)
-                processed = (v["tokens"] + n_prompt) / v["gen_s"]
-                row["vllm_processed_share_of_gemm_limit"] = round(processed / limit, 3)
+    for llm, sizes in args.llms.items():
+        for dt in args.dtypes:
+            for n in sizes:
+                v = res.get("generation", {}).get(f"generation-{llm}-{dt}-vllm-{n}", {})
+                h = res.get("generation", {}).get(f"generation-{llm}-{dt}-transformers-{n}", {})
+                if "tok_s" not in v:
+                    continue
+                n_prompt = prompt_tokens(llm, n)
+                row = {"requests": n, "vllm_tok_s": v["tok_s"], "transformers_tok_s": h.get("tok_s"),
+                       "prompt_tokens": n_prompt, "output_tokens": v["tokens"]}
                 if h.get("tok_s"):
-                    row["transformers_processed_share_of_gemm_limit"] = round((h["tokens"] + n_prompt) / h["gen_s"] / limit, 3)
-            out[f"generation {llm} {dt}"] = row
+                    row["vllm_vs_transformers"] = round(v["tok_s"] / h["tok_s"], 2)
+                if dt in gemm:
+                    limit = gemm[dt]["gflops"] * 1e9 / (2 * v["params"])
+                    row["gemm_limit_tok_s"] = round(limit, 0)
+                    row["vllm_output_share_of_gemm_limit"] = round(v["tok_s"] / limit, 4)
+                    row["vllm_processed_share_of_gemm_limit"] = round((v["tokens"] + n_prompt) / v["gen_s"] / limit, 3)
+                out[f"generation {llm} {dt} {n}"] = row
     return out
 
 
@@ -473,13 +553,12 @@ def write_markdown(res: dict, summary: dict, name: str, argv: list[str]) -> None
     lines = [f"# {name}", "", f"Command: `{command}` (cached units are reused: the figures may come from several runs)", "",
              f"Machine: {json.dumps(machine())}", ""]
     if summary:
-        lines += ["| generation | vLLM output tok/s | transformers | vLLM ÷ transformers | GEMM limit tok/s | "
-                  "vLLM output ÷ limit | (prompt + output) ÷ limit, vLLM / transformers |", "|---|---|---|---|---|---|---|"]
+        lines += ["| generation (LLM, dtype, requests in flight) | vLLM output tok/s | GEMM limit tok/s | "
+                  "vLLM output ÷ limit | (prompt + output) ÷ limit | transformers tok/s |", "|---|---|---|---|---|---|"]
         for key, r in summary.items():
-            lines.append(f"| {key.split(' ', 1)[1]} | {r['vllm_tok_s']} | {r.get('transformers_tok_s')} | "
-                         f"{r.get('vllm_vs_transformers')} | {r.get('gemm_limit_tok_s')} | "
-                         f"{r.get('vllm_output_share_of_gemm_limit')} | {r.get('vllm_processed_share_of_gemm_limit')} / "
-                         f"{r.get('transformers_processed_share_of_gemm_limit')} |")
+            lines.append(f"| {key.split(' ', 1)[1]} | {r['vllm_tok_s']} | {r.get('gemm_limit_tok_s')} | "
+                         f"{r.get('vllm_output_share_of_gemm_limit')} | {r.get('vllm_processed_share_of_gemm_limit')} | "
+                         f"{r.get('transformers_tok_s')} |")
         lines.append("")
     for section, units in res.items():
         if section == "generation":
@@ -494,10 +573,14 @@ def write_markdown(res: dict, summary: dict, name: str, argv: list[str]) -> None
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", default="gemm,generation,ray_overhead,selection,training,scaling")
+    p.add_argument("--sections", default="gemm,generation,profile,structured,layout,ray_overhead,selection,training,scaling")
     p.add_argument("--sizes", default="1000,5000,22500", help="N for the scaling section's embed+KMeans+selection")
     p.add_argument("--gen-sizes", default="250,1000", help="N for the scaling section's generation")
-    p.add_argument("--n-gen", type=int, default=32, help="texts per generation measurement")
+    p.add_argument("--concurrency", default="256,1024", help="requests in flight per generation measurement")
+    p.add_argument("--llms", default=",".join(LLMS),
+                   help="LLM aliases; ALIAS@N/M measures that one at N and M requests instead of --concurrency")
+    p.add_argument("--dtypes", default="float32", help="bfloat16 too where the CPU has native bf16 (AMX)")
+    p.add_argument("--with-transformers", action="store_true", help="also time the transformers engine")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--n-embed", type=int, default=2000, help="texts for the embed/prefer overhead")
     p.add_argument("--n-overhead-gen", type=int, default=200, help="texts for the interpret overhead")
@@ -513,6 +596,8 @@ def main(argv=None) -> int:
     p.add_argument("--llm", help=argparse.SUPPRESS)
     p.add_argument("--dtype", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
+    p.add_argument("--structured", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--layout", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.unit:  # child process: one measurement, its JSON as the last stdout line
@@ -521,11 +606,15 @@ def main(argv=None) -> int:
         return 0
 
     args.sections = [s for s in args.sections.split(",") if s]
+    args.concurrency = [int(n) for n in args.concurrency.split(",") if n]
+    args.llms = {m.split("@")[0]: ([int(n) for n in m.split("@")[1].split("/")] if "@" in m else args.concurrency)
+                 for m in args.llms.split(",") if m}
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
     args.sizes = [int(n) for n in args.sizes.split(",") if n]
     args.gen_sizes = [int(n) for n in args.gen_sizes.split(",") if n]
     started = time.time()
     res = {section: {unit_name(cmd): run_unit(cmd, args) for cmd in cmds} for section, cmds in plan(args).items()}
-    summary = summarise(res, args.n_gen)
+    summary = summarise(res, args)
     result = {"machine": machine(), "command": f"python benchmarks/throughput.py {' '.join(argv)}".strip(),
               "settings": {k: v for k, v in vars(args).items() if k not in ("unit", "n", "llm", "dtype", "backend")},
               "results": res, "summary": summary, "wall_s": round(time.time() - started, 1)}

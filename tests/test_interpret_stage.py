@@ -104,3 +104,32 @@ def test_generation_survives_a_killed_actor(sampled):
     assert [(r["id"], r["candidate"]) for r in rows] == [(r["id"], r["candidate"]) for r in clean], \
         "rows lost or duplicated after the actor was killed"
     assert [r["raw"] for r in rows] == [r["raw"] for r in clean]
+
+
+def test_engine_loop_shares_one_engine_between_concurrent_batches(smollm2_dir):
+    """Batches submitted from several threads run in one vLLM engine at once and give the outputs
+    one whole-batch call gives (per-request seeds); a prompt the engine refuses fails only its
+    own batch, and the engine goes on serving."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coevo_ray.interpret.engine_loop import EngineLoop
+    from coevo_ray.interpret.stage import _configure_cpu_env, request_seed
+
+    _configure_cpu_env(None)
+    texts, _ = read_jsonl("bank77.jsonl", n=12, seed=2)
+    loop = EngineLoop(EngineSpec(model_dir=str(smollm2_dir), max_model_len=512))
+    temps = [0.0, 1.0] * 6
+    seeds = [request_seed(3, i, 1) for i in range(12)]
+    whole = loop.generate(texts, temps, seeds, 16)
+    engine_steps = []
+    step = loop.engine.step
+    loop.engine.step = lambda: engine_steps.append(loop.engine.llm.llm_engine.get_num_unfinished_requests()) or step()
+    with ThreadPoolExecutor(3) as pool:
+        parts = list(pool.map(lambda i: loop.submit(texts[i:i + 4], temps[i:i + 4], seeds[i:i + 4], 16).result(),
+                              range(0, 12, 4)))
+    assert [t for part in parts for t in part] == whole
+    assert max(engine_steps) > 4, "the three batches never shared an engine step"
+    refused = loop.submit(["word " * 600], [0.0], [0], 16)
+    with pytest.raises(Exception, match="(?i)longer than|too long|max_model_len|maximum"):
+        refused.result(timeout=60)
+    assert loop.generate(texts[:2], [0.0, 0.0], [0, 0], 16) == [whole[0], loop.generate(texts[1:2], [0.0], [0], 16)[0]]

@@ -75,3 +75,37 @@ def test_dpo_on_two_workers_survives_a_killed_worker_learns_and_changes_vllm_out
     same = sum(a == b for a, b in zip(merged_raw, tuned_raw))
     print(f"merged vs runtime LoRA: {same}/{len(tuned_raw)} identical greedy outputs")
     assert same >= len(tuned_raw) - 1
+
+
+def test_fused_lm_head_scores_only_completion_tokens_on_cpu_with_the_same_log_probs(smollm2_dir, monkeypatch):
+    """TRL's fused LM head projects every position off Triton; inside ``completion_tokens_only``
+    it projects only the labelled (completion) ones, and the log-probabilities are unchanged."""
+    import torch
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from coevo_ray.train_llm.completion_scoring import completion_tokens_only
+
+    model = AutoModelForCausalLM.from_pretrained(str(smollm2_dir), dtype=torch.float32).eval()
+    add_fused_lm_head(model)
+    ids = torch.randint(0, 1000, (2, 40), generator=torch.Generator().manual_seed(0))
+    labels = ids.masked_fill(torch.arange(40) < 30, -100)  # 30 prompt positions, 10 completion ones
+    rows = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def spy(hidden, *args):
+        rows.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", spy)  # counts rows, computes as before
+    with torch.no_grad():
+        full = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+        with completion_tokens_only() as compact:
+            only = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+        after = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert compact
+    # Shifted by one: 39 scored positions per row without the block, the 10 labelled ones with it.
+    assert rows == [2 * 39, 2 * 10, 2 * 39]
+    assert torch.allclose(full, only, atol=1e-5) and torch.equal(full, after)
+    assert (only[:, :29] == 0).all() and (only[:, 29:] < 0).all()

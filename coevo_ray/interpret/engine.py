@@ -99,12 +99,12 @@ class VLLMEngine:
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, prompts, temperatures, seeds, max_tokens):
+    def sampling_params(self, temperatures, seeds, max_tokens) -> list:
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         shape = self.spec.structured_regex
-        params = [
+        return [
             SamplingParams(
                 temperature=float(t),
                 seed=None if t == 0 else int(s),
@@ -112,11 +112,31 @@ class VLLMEngine:
                 repetition_penalty=self.spec.repetition_penalty,
                 stop=list(self.spec.stop) or None,
                 structured_outputs=StructuredOutputsParams(regex=shape) if shape else None,
+                output_kind=RequestOutputKind.FINAL_ONLY,
             )
             for t, s in zip(temperatures, seeds)
         ]
+
+    def generate(self, prompts, temperatures, seeds, max_tokens):
+        params = self.sampling_params(temperatures, seeds, max_tokens)
         outputs = self.llm.generate(list(prompts), params, lora_request=self.lora_request, use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
+
+    # Continuous batching across calls (EngineLoop): requests join the running engine between steps.
+    def add_requests(self, request_ids: Sequence[str], prompts, temperatures, seeds, max_tokens) -> None:
+        engine = self.llm.llm_engine
+        for rid, prompt, params in zip(request_ids, prompts, self.sampling_params(temperatures, seeds, max_tokens)):
+            engine.add_request(rid, prompt, params, lora_request=self.lora_request)
+
+    def abort_requests(self, request_ids: Sequence[str]) -> None:
+        self.llm.llm_engine.abort_request(list(request_ids), internal=True)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.llm.llm_engine.has_unfinished_requests()
+
+    def step(self) -> list[tuple[str, str]]:
+        """One engine step; (request id, text) of each request that finished in it."""
+        return [(o.request_id, o.outputs[0].text) for o in self.llm.llm_engine.step() if o.finished]
 
 
 class TransformersEngine:

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from coevo_ray.interpret.engine import EngineSpec, build_engine
+from coevo_ray.interpret.engine import EngineSpec
+from coevo_ray.interpret.engine_loop import EngineLoop
 from coevo_ray.interpret.parsing import parse_interpretation
 from coevo_ray.interpret.prompts import TaskDescription, render_prompt
 
@@ -51,7 +52,8 @@ def _configure_cpu_env(threads: int | None) -> None:
 
 
 class InterpretUDF:
-    """Ray Data callable class: one engine per actor, reused for every batch."""
+    """Ray Data callable class: one engine per actor, reused for every batch. Calls may run in
+    several threads at once (``interpret_dataset`` allows it): their requests share the engine."""
 
     def __init__(self, spec: EngineSpec, settings: GenerationSettings, threads: int | None = None) -> None:
         if spec.backend == "vllm":
@@ -60,7 +62,7 @@ class InterpretUDF:
         from coevo_ray.runtime import actor_threads
 
         actor_threads(threads)
-        self.engine = build_engine(spec)
+        self.engine = EngineLoop(spec)
         self.settings = settings
         self.desc = TaskDescription.parse(settings.task)
 
@@ -105,6 +107,10 @@ class StageResources:
     gpus_per_actor: float = 0.0
     batch_size: int = 64
     threads: int | None = None
+    # Generation: requests each actor keeps queued in its engine, across Ray Data batches (as
+    # many batches run at once as this takes). Twice vLLM's CPU max_num_seqs (256), so a full
+    # batch is always waiting while one runs; README, "Generation".
+    requests_in_flight: int = 512
 
 
 def actor_runtime_env(threads: int | None) -> dict:
@@ -120,11 +126,14 @@ def interpret_dataset(ds, spec: EngineSpec, settings: GenerationSettings, resour
     """Lazily map a Dataset of ``{id, text}`` to one row per (text, temperature)."""
     import ray
 
+    per_batch = resources.batch_size * len(settings.temperatures)
+    calls = max(1, -(-resources.requests_in_flight // per_batch))
     return ds.map_batches(
         InterpretUDF,
         fn_constructor_kwargs={"spec": spec, "settings": settings, "threads": resources.threads},
         batch_size=resources.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=resources.actors),
+        compute=ray.data.ActorPoolStrategy(size=resources.actors, max_concurrent_calls_per_actor=calls,
+                                           enable_true_multi_threading=calls > 1),
         num_cpus=resources.cpus_per_actor,
         num_gpus=resources.gpus_per_actor,
         runtime_env=actor_runtime_env(resources.threads),

@@ -23,6 +23,9 @@ class LLMTrainConfig:
     max_length: int = 512
     gradient_checkpointing: bool = False  # TRL default True; off: small models, CPU
     bf16: bool = False  # TRL default on; CPU training stays fp32
+    # Score only the completion tokens in TRL's fused LM head on CPUs too (TRL does so on GPUs
+    # only; completion_scoring.py). Same loss; False keeps TRL's own choice, for comparisons.
+    compact_lm_head: bool = True
     # None: DeepSpeed ZeRO-2 on GPU workers, off on CPU (it works there on gloo but is slower).
     deepspeed: bool | None = None
     num_workers: int | None = None  # None: one per GPU, or 2 CPU workers on a CPU cluster
@@ -33,4 +36,6 @@ class LLMTrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     logging_steps: int = 1
+    # Other DPOConfig arguments, e.g. {"precompute_ref_log_probs": True}: with one epoch that is the
+    # same reference work moved ahead of the first step (README, "Training"); it pays off with more.
     extra_dpo_args: dict = field(default_factory=dict)

@@ -78,9 +78,13 @@ def _ray_checkpoint_reporter():
 
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker; Hugging Face's output directory is the worker's scratch."""
-    from coevo_ray.runtime import worker_scratch
+    from contextlib import nullcontext
 
-    with worker_scratch("dpo") as scratch:
+    from coevo_ray.runtime import worker_scratch
+    from coevo_ray.train_llm.completion_scoring import completion_tokens_only
+
+    scoring = completion_tokens_only() if config["train"]["compact_lm_head"] else nullcontext()
+    with worker_scratch("dpo") as scratch, scoring:
         _train_in(config, str(scratch))
 
 

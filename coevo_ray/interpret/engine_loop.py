@@ -1,0 +1,143 @@
+"""One thread that owns a generation engine and keeps it full across batches.
+
+Ray Data hands a map actor one batch per call. With ``llm.generate(batch)`` the engine drains each
+batch to its slowest request before the next arrives, so it runs far below its batch capacity
+(``max_num_seqs``) most of the time. Here several calls run at once in the actor's threads
+(``max_concurrent_calls_per_actor``); each submits its requests to this loop and waits for them,
+while the loop adds every new request to the running vLLM engine between two steps. That is
+vLLM's continuous batching across Ray Data batches, with the synchronous in-process engine the
+CPU path needs; written by hand because vLLM's ``LLM`` class only exposes whole-batch calls.
+
+The engine is built on the loop thread and only ever used there: vLLM-CPU binds its OpenMP
+threads on the thread that builds it. Requests keep their own seeds, so outputs do not depend on
+which batches happened to share an engine step (up to float rounding in batched matrix products).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from coevo_ray.interpret.engine import EngineSpec, build_engine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Submission:
+    prompts: list[str]
+    temperatures: list[float]
+    seeds: list[int]
+    max_tokens: int
+    future: Future = field(default_factory=Future)
+    texts: list[str | None] = field(default_factory=list)
+    pending: int = 0
+
+
+class EngineLoop:
+    """``submit`` from any thread; the engine runs on the loop's own (daemon) thread."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self._inbox: queue.SimpleQueue[_Submission] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()  # a submission is either queued before a failure or refused
+        self._ids = itertools.count()
+        self.engine = None
+        self._thread = threading.Thread(target=self._run, args=(spec,), name="coevo-engine-loop", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    def submit(self, prompts: Sequence[str], temperatures: Sequence[float], seeds: Sequence[int],
+               max_tokens: int) -> Future:
+        """A future of the generated texts, in the order of ``prompts``."""
+        sub = _Submission(list(prompts), [float(t) for t in temperatures], [int(s) for s in seeds], max_tokens)
+        with self._lock:
+            if self._failure is not None:
+                sub.future.set_exception(self._failure)
+            else:
+                self._inbox.put(sub)
+        return sub.future
+
+    def generate(self, prompts, temperatures, seeds, max_tokens) -> list[str]:
+        return self.submit(prompts, temperatures, seeds, max_tokens).result()
+
+    # ------------------------------------------------------------------ loop thread
+    def _run(self, spec: EngineSpec) -> None:
+        try:
+            self.engine = build_engine(spec)
+        except BaseException as exc:  # reported to the constructor's caller
+            self._failure = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        continuous = hasattr(self.engine, "step")
+        waiting: dict[str, tuple[_Submission, int]] = {}
+        try:
+            while True:
+                busy = continuous and self.engine.has_unfinished_requests()
+                # Block for work only when the engine is idle; otherwise take what has arrived.
+                try:
+                    sub = self._inbox.get(block=not busy)
+                except queue.Empty:
+                    sub = None
+                while sub is not None:
+                    if continuous:
+                        self._add_or_refuse(sub, waiting)
+                    else:  # an engine without a step API (transformers): one call per submission
+                        sub.future.set_result(self.engine.generate(sub.prompts, sub.temperatures, sub.seeds,
+                                                                   sub.max_tokens))
+                    try:
+                        sub = self._inbox.get_nowait()
+                    except queue.Empty:
+                        sub = None
+                if continuous and self.engine.has_unfinished_requests():
+                    for rid, text in self.engine.step():
+                        owner, index = waiting.pop(rid)
+                        owner.texts[index] = text
+                        owner.pending -= 1
+                        if owner.pending == 0:
+                            owner.future.set_result(owner.texts)
+        except BaseException as exc:
+            # The engine is unusable: fail what waits and what comes; the actor's callers raise it
+            # and Ray Data restarts the actor.
+            logger.exception("generation engine failed")
+            with self._lock:
+                self._failure = exc
+                for owner, _ in waiting.values():
+                    if not owner.future.done():
+                        owner.future.set_exception(exc)
+                while True:
+                    try:
+                        self._inbox.get_nowait().future.set_exception(exc)
+                    except queue.Empty:
+                        break
+
+    def _add_or_refuse(self, sub: _Submission, waiting: dict[str, tuple[_Submission, int]]) -> None:
+        """Add a submission's requests to the engine. A request the engine refuses (a prompt over
+        max_model_len, bad sampling settings) fails its own submission, not the engine."""
+        sub.texts = [None] * len(sub.prompts)
+        sub.pending = len(sub.prompts)
+        if not sub.prompts:
+            sub.future.set_result([])
+            return
+        ids = [str(next(self._ids)) for _ in sub.prompts]
+        try:
+            self.engine.add_requests(ids, sub.prompts, sub.temperatures, sub.seeds, sub.max_tokens)
+        except Exception as exc:
+            self.engine.abort_requests(ids)
+            sub.future.set_exception(exc)
+            return
+        for index, rid in enumerate(ids):
+            waiting[rid] = (sub, index)
