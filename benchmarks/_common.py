@@ -20,7 +20,19 @@ def texts(n: int, name: str = "bank77.jsonl") -> list[str]:
 
 
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
+    """What the figures depend on: the development machines differ between sessions (AVX-512 with
+    native bf16 on some, AVX2 only on others), and so do GEMM speed and the best dtype."""
+    info = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    info["cpu"] = fields.get("model name")
+    info["isa"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    return info
 
 
 def count_tokens(tok, outputs: list[str]) -> int:

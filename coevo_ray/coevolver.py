@@ -29,7 +29,7 @@ from coevo_ray._atomic import atomic_write_json, atomic_write_text
 from coevo_ray.clustering import FaissKMeans, l2_normalize
 from coevo_ray.config import CoEvolverConfig, EmbedConfig, InterpretConfig
 from coevo_ray.data import Corpus, load_corpus
-from coevo_ray.embed import embed_dataset
+from coevo_ray.embed import embed_parquet
 from coevo_ray.errors import InputError
 from coevo_ray.interpret import EngineSpec, GenerationSettings, exemplar_texts, interpret_dataset
 from coevo_ray.interpret.parsing import format_failure
@@ -149,16 +149,11 @@ class CoEvolver:
         key = fingerprint("embed", source.name, column, str(emb_dir), cfg.batch_size, greedy_only)
 
         def build(tmp: Path) -> None:
-            import ray
-            from ray.data.expressions import col
-
-            keep = ["id", "candidate", column] if column == "interpretation" else ["id", column]
-            ds = ray.data.read_parquet(str(source)).select_columns(keep)
-            if greedy_only:
-                ds = ds.filter(expr=col("candidate") == 0)
-            logger.info("%s: embed %s with %s", step, what,
-                        emb_dir.parent.name if emb_dir.name == "model" else emb_dir.name)
-            embed_dataset(ds, emb_dir, cfg.resources, input_column=column).drop_columns([column]).write_parquet(str(tmp))
+            keep = ["id", "candidate"] if column == "interpretation" else ["id"]
+            where = embed_parquet(source, tmp, str(emb_dir), cfg.resources, column, keep, greedy_only,
+                                  cfg.in_process_max_rows, cfg.batch_size)
+            logger.info("%s: embedded %s with %s (%s)", step, what,
+                        emb_dir.parent.name if emb_dir.name == "model" else emb_dir.name, where)
 
         return self._stage(f"{step}-embed-{what}", key, build)
 

@@ -80,10 +80,15 @@ class EmbedConfig:
     embedder: str = "all-minilm-l6-v2"  # paper: e5-large (GPU)
     batch_size: int = 64
     resources: StageResources = field(default_factory=lambda: StageResources(batch_size=256))
+    # A stage of at most this many rows, on a one-node cluster without GPUs, is embedded in the
+    # driver rather than by a fresh actor pool (embed/stage.py); 0 = always Ray Data.
+    in_process_max_rows: int = 5000
 
     def __post_init__(self) -> None:
         if isinstance(self.resources, dict):
             self.resources = StageResources(**self.resources)
+        if self.in_process_max_rows < 0:
+            raise InputError(f"in_process_max_rows must be >= 0, got {self.in_process_max_rows}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ def read_table(path: Path, columns: list[str] | None = None, sort_by=(("id", "as
                filters=None) -> pa.Table:
     table = pq.read_table(str(path), columns=columns, filters=filters)
     names = [name for name, _ in sort_by]
-    if all(n in table.column_names for n in names):
+    if names and all(n in table.column_names for n in names):
         table = table.sort_by(list(sort_by))
     return table
 

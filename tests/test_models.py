@@ -92,3 +92,35 @@ def test_killed_conversion_leaves_nothing_trusted(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         atomic_dir(final, crash)
     assert not final.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_small_embed_stage_runs_in_the_driver_with_the_actor_pools_vectors(ray_session, minilm_dir, tmp_path):
+    """A stage under ``in_process_max_rows`` on this one-node cluster is encoded in the driver;
+    the rows and vectors are those the Ray Data actor pool writes (greedy filter included)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from coevo_ray.embed import embed_parquet
+    from coevo_ray.interpret import StageResources
+    from coevo_ray.tables import column_matrix, read_table
+    from tests.conftest import read_jsonl
+
+    texts, _ = read_jsonl("bank77.jsonl", n=30, seed=8)
+    source = tmp_path / "generated"
+    source.mkdir()
+    pq.write_table(pa.table({"id": np.repeat(np.arange(15), 2), "candidate": np.tile([0, 1], 15),
+                             "interpretation": texts, "raw": texts}), source / "part-0.parquet")
+    runs = {}
+    for limit in (0, 100):
+        out = tmp_path / f"emb-{limit}"
+        out.mkdir()
+        where = embed_parquet(source, out, str(minilm_dir), StageResources(batch_size=8), "interpretation",
+                              ["id", "candidate"], greedy_only=True, in_process_max_rows=limit)
+        table = read_table(out)
+        runs[where] = (table.column("id").to_pylist(), table.column("candidate").to_pylist(),
+                       column_matrix(table, "embedding"))
+    assert set(runs) == {"ray-data", "driver"}
+    (ids, cands, vecs), (ids2, cands2, vecs2) = runs["ray-data"], runs["driver"]
+    assert ids == ids2 == list(range(15)) and set(cands) == set(cands2) == {0}
+    assert vecs.shape == (15, 384) and np.allclose(vecs, vecs2, atol=1e-5)

@@ -16,6 +16,18 @@ def load_encoder(model_dir: str, device: str | None = None):
                                local_files_only=True)
 
 
+def driver_encoder(model_dir: str):
+    """A CPU encoder for in-process use, kept while the same directory is asked for again (the
+    small-stage embedding path and the on-text guard load the same model each iteration)."""
+    global _DRIVER_ENCODER
+    if _DRIVER_ENCODER is None or _DRIVER_ENCODER[0] != str(model_dir):
+        _DRIVER_ENCODER = (str(model_dir), load_encoder(model_dir, device="cpu"))
+    return _DRIVER_ENCODER[1]
+
+
+_DRIVER_ENCODER: tuple[str, object] | None = None
+
+
 def encode(model, texts: Sequence[str], batch_size: int = 64, normalize: bool = True,
            show_progress: bool = False) -> np.ndarray:
     emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=normalize,

@@ -1,12 +1,19 @@
-"""Step 2 of the pipeline on Ray Data: an actor pool of sentence-transformers models."""
+"""Step 2 of the pipeline on Ray Data: an actor pool of sentence-transformers models.
+
+A small stage on a one-node CPU cluster is embedded in the driver instead: a fresh actor pays
+process start and the torch + sentence-transformers imports (several seconds) before its first
+text, more than encoding a few thousand short texts takes, and on one node the driver and the
+actor share the same cores anyway (figures: README, "Benchmarks").
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from coevo_ray.embed.encoder import encode, load_encoder
+from coevo_ray.embed.encoder import driver_encoder, encode, load_encoder
 from coevo_ray.interpret.stage import StageResources, actor_runtime_env
 
 
@@ -30,13 +37,14 @@ class EmbedUDF:
 
 
 def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: str = "text",
-                  output_column: str = "embedding"):
+                  output_column: str = "embedding", encode_batch_size: int = 64):
     import ray
 
     return ds.map_batches(
         EmbedUDF,
         fn_constructor_kwargs={"model_dir": str(model_dir), "input_column": input_column,
-                               "output_column": output_column, "threads": resources.threads},
+                               "output_column": output_column, "threads": resources.threads,
+                               "batch_size": encode_batch_size},
         batch_size=resources.batch_size,
         compute=ray.data.ActorPoolStrategy(size=resources.actors),
         num_cpus=resources.cpus_per_actor,
@@ -44,3 +52,37 @@ def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: s
         runtime_env=actor_runtime_env(resources.threads),
         udf_modifying_row_count=False,
     )
+
+
+def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResources, column: str,
+                  keep: list[str], greedy_only: bool = False, in_process_max_rows: int = 0,
+                  encode_batch_size: int = 64) -> str:
+    """Embed ``column`` of the Parquet stage ``source`` into Parquet files in ``out`` (the ``keep``
+    columns and ``embedding``). Returns where it ran: "driver" or "ray-data"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    from coevo_ray.runtime import cluster_gpus
+
+    rows = sum(pq.read_metadata(f).num_rows for f in sorted(Path(source).glob("*.parquet")))
+    small = rows <= in_process_max_rows and resources.gpus_per_actor == 0 and cluster_gpus() == 0
+    if small and sum(node["Alive"] for node in ray.nodes()) == 1:
+        from coevo_ray.tables import read_table
+
+        table = read_table(Path(source), keep + [column], sort_by=(),
+                           filters=[("candidate", "=", 0)] if greedy_only else None)
+        vectors = encode(driver_encoder(model_dir), [str(t) for t in table.column(column).to_pylist()],
+                         encode_batch_size)
+        table = table.drop_columns([column]).append_column(
+            "embedding", pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[1]))
+        pq.write_table(table, Path(out) / "part-0.parquet")
+        return "driver"
+    from ray.data.expressions import col
+
+    ds = ray.data.read_parquet(str(source)).select_columns(keep + [column])
+    if greedy_only:
+        ds = ds.filter(expr=col("candidate") == 0)
+    embed_dataset(ds, model_dir, resources, input_column=column, encode_batch_size=encode_batch_size) \
+        .drop_columns([column]).write_parquet(str(out))
+    return "ray-data"

@@ -109,7 +109,7 @@ class StageResources:
     threads: int | None = None
     # Generation: requests each actor keeps queued in its engine, across Ray Data batches (as
     # many batches run at once as this takes). Twice vLLM's CPU max_num_seqs (256), so a full
-    # batch is always waiting while one runs; README, "Generation".
+    # batch is always waiting while one runs; README, "vLLM on CPU".
     requests_in_flight: int = 512
 
 
