@@ -57,6 +57,10 @@ class InterpretConfig:
             raise InputError("temperatures must not be empty: the first one (0.0) gives the interpretation")
         if any(t < 0 for t in temps):
             raise InputError(f"temperatures must be >= 0, got {list(temps)}")
+        if temps[0] != 0.0:
+            # Candidate 0 is the greedy interpretation everywhere (clustering, DEC, the on-text
+            # guard, the density reference of eq. 8): a sampled one there is silently wrong.
+            raise InputError(f"temperatures[0] must be 0.0 (the greedy interpretation), got {list(temps)}")
         self.temperatures = temps
         if self.prompt_style not in PROMPT_STYLES:
             raise InputError(f"unknown prompt style {self.prompt_style!r}; choose one of {PROMPT_STYLES}")

@@ -14,7 +14,8 @@ TASK = "intent: user intent"
 
 
 @pytest.mark.parametrize("temps, message", [((), "temperatures must not be empty"),
-                                            ((0.0, -0.5), r"temperatures must be >= 0")])
+                                            ((0.0, -0.5), r"temperatures must be >= 0"),
+                                            ((0.5, 0.0), r"temperatures\[0\] must be 0.0")])
 def test_temperatures(temps, message):
     with pytest.raises(InputError, match=message):
         CoEvolver(task=TASK, n_clusters=3, interpret={"temperatures": temps})
