@@ -30,9 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import DATASETS, machine, write_result  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "prompt_variants"
-#: variant → (prompt style, structured output)
+#: variant → (prompt style, structured output: False, True (the full answer shape) or "sized"
+#: (the shape the library uses: shrunk to fit max_tokens, prompts.interpretation_regex))
 VARIANTS = {"paper": ("paper", False), "guided": ("guided", False), "exemplars": ("exemplars", False),
-            "structured": ("guided", True)}
+            "structured": ("guided", True), "structured-concise": ("concise", True),
+            "structured-sized": ("guided", "sized")}
 
 
 def sample(dataset: str, n: int, seed: int):
@@ -50,11 +52,12 @@ def generate(llm: str, variant: str, args) -> None:
     """Subprocess body: one engine, every dataset still missing from the cache."""
     from coevo_ray.data import PAPER_TASKS
     from coevo_ray.interpret import EngineSpec, GenerationSettings, InterpretUDF, exemplar_texts
-    from coevo_ray.interpret.prompts import INTERPRETATION_REGEX
+    from coevo_ray.interpret.prompts import INTERPRETATION_REGEX, TaskDescription, interpretation_regex, render_prompt
     from coevo_ray.models import resolve_model
 
     style, structured = VARIANTS[variant]
-    spec = EngineSpec(model_dir=str(resolve_model(llm)), structured_regex=INTERPRETATION_REGEX if structured else None)
+    regex = interpretation_regex(args.max_tokens) if structured == "sized" else INTERPRETATION_REGEX
+    spec = EngineSpec(model_dir=str(resolve_model(llm)), structured_regex=regex if structured else None)
     udf = None
     for dataset in args.datasets:
         out = cache_path(dataset, llm, variant, args)
@@ -71,15 +74,31 @@ def generate(llm: str, variant: str, args) -> None:
         rows = udf({"id": np.arange(len(texts)), "text": np.array(texts, dtype=object)})
         seconds = time.perf_counter() - start
         tokens = sum(len(udf.engine.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rows["raw"])
+        prompt_tokens = len(udf.engine.tokenizer(render_prompt(udf.engine.tokenizer, texts[0], TaskDescription.parse(
+            settings.task), style, settings.exemplars), add_special_tokens=False)["input_ids"])
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({k: rows[k] for k in ("raw", "interpretation", "keywords", "fallback")}
-                                  | {"seconds": seconds, "output_tokens": tokens}))
+        out.write_text(json.dumps({k: rows[k] for k in ("raw", "interpretation", "keywords", "fallback",
+                                                         "finish_reason")}
+                                  | {"seconds": seconds, "output_tokens": tokens, "prompt_tokens_first_text": prompt_tokens}))
         print(f"{dataset} {llm} {variant}: {len(texts)} texts in {seconds:.0f} s", flush=True)
+
+
+def reparsed(gen: dict, variant: str, texts) -> dict:
+    """The cached raw answers parsed by the current parser (fallback rules change; answers don't)."""
+    from coevo_ray.interpret import parse_interpretation
+    from coevo_ray.interpret.prompts import worked_example
+
+    example = worked_example(VARIANTS[variant][0])
+    parsed = [parse_interpretation(a, t, example) for a, t in zip(gen["raw"], texts)]
+    return {**gen, "interpretation": [p.text for p in parsed], "keywords": [p.keywords for p in parsed],
+            "fallback": [p.fallback or "" for p in parsed]}
 
 
 def rows_for(encoder, texts, labels, text_emb, gen) -> dict:
     from coevo_ray.clustering import l2_normalize
     from coevo_ray.embed import encode
+    from coevo_ray.interpret.parsing import copied_words
+    from coevo_ray.interpret.prompts import worked_example
     from coevo_ray.metrics import evaluate_kmeans_protocol, on_text_similarity
 
     k = len(set(labels))
@@ -95,7 +114,11 @@ def rows_for(encoder, texts, labels, text_emb, gen) -> dict:
             "text+interpretation": score(concat(1.0)), "text+interpretation_w2": score(concat(2.0)),
             "on_text": on_text_similarity(text_emb, interp, seed=0),
             "parse_fallbacks": sum(1 for f in gen["fallback"] if f),
+            "cut_by_max_tokens": sum(1 for f in gen.get("finish_reason", []) if f == "length") if "finish_reason" in gen else None,
+            "example_copied": sum(1 for a, t in zip(gen["raw"], texts)
+                                  if copied_words(a, worked_example("guided"), t)),
             "output_tokens_per_text": round(gen["output_tokens"] / len(texts), 1),
+            "prompt_tokens_first_text": gen.get("prompt_tokens_first_text"),
             "generation_s": round(gen["seconds"], 1)}
 
 
@@ -139,14 +162,17 @@ def markdown(result: dict) -> str:
     for dataset, by_llm in result["datasets"].items():
         lines += [f"\n### {dataset} (n={result['n']}, K={by_llm['k']})\n",
                   f"raw texts: ACC {by_llm['raw_texts']['acc']} / NMI {by_llm['raw_texts']['nmi']}\n",
-                  "| LLM | variant | interpretations | keywords only | text ⊕ interp. | text ⊕ interp. (w=2) | on-text gap | fallbacks | tokens/text |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| LLM | variant | interpretations | keywords only | text ⊕ interp. | text ⊕ interp. (w=2) | on-text gap "
+                  "| fallbacks | cut by max_tokens | example words copied | tokens/text | prompt tokens |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for llm, variants in by_llm["llms"].items():
             for variant, r in variants.items():
                 cells = [f"{r[k]['acc']} / {r[k]['nmi']}" for k in
                          ("interpretations", "keywords_only", "text+interpretation", "text+interpretation_w2")]
                 lines.append(f"| {llm} | {variant} | " + " | ".join(cells) +
-                             f" | {r['on_text']['gap']} | {r['parse_fallbacks']} | {r['output_tokens_per_text']} |")
+                             f" | {r['on_text']['gap']} | {r['parse_fallbacks']} | {r.get('cut_by_max_tokens') if r.get('cut_by_max_tokens') is not None else ''} "
+                             f"| {r.get('example_copied', '')} "
+                             f"| {r['output_tokens_per_text']} | {r.get('prompt_tokens_first_text') or ''} |")
     trained = result.get("after_embedder_training", {})
     if trained:
         lines += ["\n### After iteration 0's embedder training (best variant per LLM, library defaults)\n",
@@ -170,6 +196,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=72, help="as in issue 9's measurement")
     p.add_argument("--embedder", default="all-minilm-l6-v2")
     p.add_argument("--no-train", action="store_true", help="skip the embedder-training rows")
+    p.add_argument("--result", default="prompt_variants", help="name of the result files in benchmarks/results/")
     p.add_argument("--generate", nargs=2, metavar=("LLM", "VARIANT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     args.datasets = args.datasets.split(",")
@@ -197,8 +224,8 @@ def main() -> None:
         text_emb = encode(encoder, texts)
         entry = {"k": len(set(labels)), "raw_texts": _score_texts(text_emb, labels), "llms": {}}
         for llm in llms:
-            entry["llms"][llm] = {v: rows_for(encoder, texts, labels, text_emb,
-                                              json.loads(cache_path(dataset, llm, v, args).read_text()))
+            entry["llms"][llm] = {v: rows_for(encoder, texts, labels, text_emb, reparsed(
+                                      json.loads(cache_path(dataset, llm, v, args).read_text()), v, texts))
                                   for v in variants}
         result["datasets"][dataset] = entry
         print(markdown({"n": args.n, "datasets": {dataset: entry}}), flush=True)
@@ -210,13 +237,14 @@ def main() -> None:
         for llm in llms:
             variants_here = result["datasets"][dataset]["llms"][llm]
             best = max(variants_here, key=lambda v: variants_here[v]["interpretations"]["acc"])
-            gen = json.loads(cache_path(dataset, llm, best, args).read_text())
+            gen = reparsed(json.loads(cache_path(dataset, llm, best, args).read_text()), best, texts)
             rows = train_then_rows(model_dir, texts, labels, gen, lambda enc: encode(enc, texts))
             result["after_embedder_training"][llm] = {"dataset": dataset, "variant": best, **rows}
             print(llm, best, json.dumps(rows), flush=True)
 
-    write_result("prompt_variants.json", result)
-    (Path(__file__).resolve().parent / "results" / "prompt_variants.md").write_text(markdown(result))
+    result["command"] = "python benchmarks/prompt_variants.py " + " ".join(sys.argv[1:])
+    write_result(f"{args.result}.json", result)
+    (Path(__file__).resolve().parent / "results" / f"{args.result}.md").write_text(markdown(result))
 
 
 if __name__ == "__main__":

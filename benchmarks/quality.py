@@ -106,7 +106,7 @@ def evaluate(x, labels) -> tuple[float, float]:
 def run_dataset(name: str, args, settings: dict) -> dict:
     from coevo_ray import CoEvolver
     from coevo_ray.clustering import l2_normalize
-    from coevo_ray.data import PAPER_TASKS
+    from coevo_ray.data import paper_preset
     from coevo_ray.embed import encode, load_encoder
     from coevo_ray.models import resolve_model
     from coevo_ray.tables import read_table
@@ -116,7 +116,7 @@ def run_dataset(name: str, args, settings: dict) -> dict:
     texts, labels = [rows[i]["text"] for i in keep], [rows[i]["label"] for i in keep]
     k = len(set(labels))
     out = CACHE / args.profile / f"{name}-n{len(texts)}-s{args.seed}"
-    common = dict(task=PAPER_TASKS[name], n_clusters=k, seed=args.seed, output_dir=str(out), **settings)
+    common = dict(n_clusters=k, seed=args.seed, output_dir=str(out), **paper_preset(name, settings))
     start = time.perf_counter()
     ours = CoEvolver(**common).fit(texts, labels, resume=True)
     ours_s = time.perf_counter() - start

@@ -32,10 +32,12 @@ from coevo_ray.data import Corpus, load_corpus
 from coevo_ray.embed import embed_parquet
 from coevo_ray.errors import InputError
 from coevo_ray.interpret import EngineSpec, GenerationSettings, exemplar_texts, interpret_dataset
+from coevo_ray.interpret.stage import GENERATION_SCHEMA
 from coevo_ray.interpret.parsing import format_failure
-from coevo_ray.interpret.prompts import INTERPRETATION_REGEX
+from coevo_ray.interpret.prompts import INTERPRETATION_REGEX, interpretation_regex
 from coevo_ray.metrics import ON_TEXT_MIN_GAP, evaluate_kmeans_protocol, sample_on_text_similarity
 from coevo_ray.models import resolve_model
+from coevo_ray.progress import parquet_progress
 from coevo_ray.rundir import RunDir, fingerprint
 from coevo_ray.runtime import ensure_ray
 from coevo_ray.tables import column_matrix, greedy_table, read_table
@@ -98,6 +100,7 @@ class CoEvolver:
         self.embeddings_: np.ndarray | None = None
         self.cluster_centers_: np.ndarray | None = None
         self.history_: list[dict[str, Any]] = []
+        self.baseline_: dict[str, Any] | None = None
         self.timings_: dict[str, float] = {}
         self.run_dir_: Path | None = None
         self.adapter_dir_: Path | None = None
@@ -113,6 +116,7 @@ class CoEvolver:
         start = time.perf_counter()
         path, reused = self._run.run_stage(name, key, build)
         self.timings_[name] = 0.0 if reused else round(time.perf_counter() - start, 2)
+        logger.info("%s: %s", name, "reused from the run directory" if reused else f"done in {self.timings_[name]:.0f} s")
         return path
 
     def _engine_spec(self, model_dir: str, adapter_dir: str | None, structured: bool) -> EngineSpec:
@@ -121,7 +125,8 @@ class CoEvolver:
             model_dir=model_dir, adapter_dir=adapter_dir, backend=cfg.backend, dtype=cfg.dtype,
             max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager, kv_cache_gib=cfg.kv_cache_gib,
             repetition_penalty=cfg.repetition_penalty, max_lora_rank=cfg.max_lora_rank, seed=self.config.seed,
-            stop=cfg.stop, structured_regex=INTERPRETATION_REGEX if structured else None,
+            stop=cfg.stop, structured_regex=None if not structured else (
+                interpretation_regex(cfg.max_tokens) if cfg.sized_answers else INTERPRETATION_REGEX),
         )
 
     def _interpret(self, llm: _LLM, step: str, temperatures: tuple[float, ...]) -> Path:
@@ -131,7 +136,7 @@ class CoEvolver:
         settings = GenerationSettings(task=self.config.task, prompt_style=cfg.prompt_style,
                                       temperatures=temperatures, max_tokens=cfg.max_tokens, seed=self.config.seed,
                                       exemplars=self._exemplars)
-        key = fingerprint("interpret", self._corpus_key, model_dir, adapter_dir, spec.backend, spec.dtype,
+        key = fingerprint("interpret", GENERATION_SCHEMA, self._corpus_key, model_dir, adapter_dir, spec.backend, spec.dtype,
                           spec.repetition_penalty, spec.stop, spec.structured_regex, settings, cfg.max_text_chars)
 
         def build(tmp: Path) -> None:
@@ -139,7 +144,8 @@ class CoEvolver:
             logger.info("%s: interpret %d texts x %d temperatures with %s%s [%s]", step,
                         len(self._corpus), len(temperatures), Path(model_dir).name,
                         " + LoRA" if adapter_dir else "", spec.backend)
-            interpret_dataset(ds, spec, settings, cfg.resources).write_parquet(str(tmp))
+            with parquet_progress(tmp, len(self._corpus) * len(temperatures), f"{step}-interpret"):
+                interpret_dataset(ds, spec, settings, cfg.resources).write_parquet(str(tmp))
 
         return self._stage(f"{step}-interpret", key, build)
 
@@ -227,22 +233,27 @@ class CoEvolver:
         from ray.data.expressions import col
 
         from coevo_ray.train_embedder import train_embedder
+        from coevo_ray.train_embedder.embedder_trainer import TRAINING_REVISION
 
         cfg = replace(self.config.train_embedder, seed=self.config.seed + iteration)
         n = len(self._corpus)
         k = min(cfg.dec_clusters, max(2, n // 2))
-        key = fingerprint("train-embedder", generated.name, greedy_emb.name, str(emb_dir), cfg, k)
+        key = fingerprint("train-embedder", generated.name, greedy_emb.name, str(emb_dir), cfg, k,
+                          TRAINING_REVISION)
 
         def build(tmp: Path) -> None:
-            centroids = None
+            centroids = frequency = None
             if cfg.dec_weight > 0:
+                from coevo_ray.train_embedder.losses.dec_loss import cluster_frequency
+
                 if k < cfg.dec_clusters:
                     logger.info("DEC: %d clusters instead of %d for %d texts", k, cfg.dec_clusters, n)
                 vectors = column_matrix(read_table(greedy_emb), "embedding")
                 centroids = FaissKMeans(k, seed=cfg.seed, normalize=False).fit(vectors).cluster_centers_
+                frequency = cluster_frequency(vectors, centroids)
             pairs = ray.data.read_parquet(str(generated)).filter(expr=col("candidate") == 0)
             logger.info("iteration %d: train the embedder on %d (text, interpretation) pairs", iteration, n)
-            train_embedder(emb_dir, pairs, tmp, cfg, centroids=centroids,
+            train_embedder(emb_dir, pairs, tmp, cfg, centroids=centroids, cluster_frequency=frequency,
                            storage_path=str(self._run.root / "ray_train"))
 
         return self._stage(f"iter{iteration}-train-embedder", key, build)
@@ -317,7 +328,7 @@ class CoEvolver:
         self.timings_, self.history_ = {}, []
         ensure_ray()
         llm = _LLM(resolve_model(cfg.interpret.llm))
-        emb_dir = resolve_model(cfg.embed.embedder)
+        emb_dir = base_emb_dir = resolve_model(cfg.embed.embedder)
         all_temps, last = cfg.interpret.temperatures, cfg.iterations
 
         generated = self._interpret(llm, "iter0", all_temps if last > 0 else all_temps[:1])
@@ -349,6 +360,7 @@ class CoEvolver:
         self.timings_["cluster"] = round(time.perf_counter() - start, 2)
         self.labels_, self.cluster_centers_, self.embeddings_ = km.labels_, km.cluster_centers_, rep
         self.interpretations_ = self._interpretations
+        self.baseline_ = self._baseline(base_emb_dir, rep, km.labels_) if cfg.cluster.baseline else None
         self._llm, self._emb_dir = llm, emb_dir
         self.adapter_dir_, self.embedder_dir_ = llm.adapter, emb_dir
         self._describe(generated, km.distances_)
@@ -357,6 +369,27 @@ class CoEvolver:
 
     def fit_predict(self, texts: Sequence[str] | Corpus, labels: Sequence[Any] | None = None) -> np.ndarray:
         return self.fit(texts, labels).labels_
+
+    def _baseline(self, emb_dir: Path, rep: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """What a user would otherwise run: KMeans on the raw texts embedded by the untrained
+        embedder, scored like the iterations and compared with the final clustering."""
+        from coevo_ray.metrics import compare_clusterings
+
+        cfg = self.config
+        vectors = column_matrix(read_table(self._embed(self._texts_table(), "text", emb_dir, "baseline", "texts")),
+                                "embedding")
+        km = FaissKMeans(self.n_clusters_, seed=cfg.seed, niter=cfg.cluster.niter,
+                         normalize=cfg.cluster.normalize).fit(vectors)
+        cmp = compare_clusterings(vectors, km.labels_, rep, labels, seed=cfg.seed)
+        entry: dict[str, Any] = {"representation": "raw texts, untrained embedder, KMeans",
+                                 "silhouette": cmp["silhouette_a"], "final_silhouette": cmp["silhouette_b"],
+                                 "agreement_ari": cmp["agreement_ari"], "agreement_nmi": cmp["agreement_nmi"]}
+        if self._corpus.labels is not None:
+            entry.update(evaluate_kmeans_protocol(vectors, self._corpus.labels, self.n_clusters_,
+                                                  cfg.cluster.eval_seeds, cfg.cluster.normalize))
+            logger.info("baseline (raw-text KMeans, same embedder): ACC %.2f NMI %.2f ARI %.2f",
+                        entry["acc"], entry["nmi"], entry["ari"])
+        return entry
 
     def _estimate_k(self, embedded: Path, step: str, extra: dict[str, Any]) -> None:
         """n_clusters="auto": fix K once, on iteration 0's first interpretation embeddings."""
@@ -376,7 +409,7 @@ class CoEvolver:
 
     # ------------------------------------------------------------------ cluster descriptions
     def _describe(self, generated: Path, distances: np.ndarray) -> None:
-        from coevo_ray.describe import cluster_keywords
+        from coevo_ray.describe import cluster_keywords, keyword_name
 
         cfg = self.config.cluster
         greedy = greedy_table(generated, ["id", "keywords"])
@@ -389,7 +422,7 @@ class CoEvolver:
             members = members[np.argsort(distances[members], kind="stable")][:3]
             self._cluster_examples.append([texts[i] for i in members])
         self.cluster_names_ = (self._name_clusters(distances) if cfg.name_clusters else
-                               [", ".join(k[:3]) or "(unnamed)" for k in self.cluster_keywords_])
+                               [keyword_name(k) for k in self.cluster_keywords_])
 
     def _name_clusters(self, distances: np.ndarray) -> list[str]:
         """One greedy request per cluster through the generation stage (``NAMING_STYLE`` prompt)."""
@@ -405,15 +438,17 @@ class CoEvolver:
                        structured_regex=NAME_REGEX if cfg.backend == "vllm" else None)
         settings = GenerationSettings(task=self.config.task, prompt_style=NAMING_STYLE, temperatures=(0.0,),
                                       max_tokens=16, seed=self.config.seed)
-        key = fingerprint("names", model_dir, adapter_dir, requests, settings)
+        key = fingerprint("names", GENERATION_SCHEMA, model_dir, adapter_dir, requests, settings)
 
         def build(tmp: Path) -> None:
             logger.info("naming %d clusters with %s", len(requests), Path(model_dir).name)
             ds = ray.data.from_items([{"id": i, "text": r} for i, r in enumerate(requests)])
-            interpret_dataset(ds, spec, settings, cfg.resources).select_columns(["id", "raw"]).write_parquet(str(tmp))
+            interpret_dataset(ds, spec, settings, cfg.resources).select_columns(
+                ["id", "raw", "finish_reason"]).write_parquet(str(tmp))
 
-        raw = read_table(self._stage("names", key, build), sort_by=[("id", "ascending")]).column("raw").to_pylist()
-        return [clean_name(r, k) for r, k in zip(raw, self.cluster_keywords_)]
+        named = read_table(self._stage("names", key, build), sort_by=[("id", "ascending")]).to_pylist()
+        return [clean_name(row["raw"], kws, context=request, truncated=row["finish_reason"] == "length")
+                for row, kws, request in zip(named, self.cluster_keywords_, requests)]
 
     # ------------------------------------------------------------------ after fitting
     def _check_fitted(self) -> None:
@@ -492,6 +527,7 @@ class CoEvolver:
             "timings_s": self.timings_,
             "reused_stages": self._run.reused,
             "history": self.history_,
+            "baseline": self.baseline_,
             "clusters": clusters,
             "adapter": str(self.adapter_dir_) if self.adapter_dir_ else None,
             "embedder": str(self.embedder_dir_),

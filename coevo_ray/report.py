@@ -1,4 +1,4 @@
-"""``report.html`` for a run: metrics per iteration, cluster sizes, a 2-D map of the embeddings,
+"""``report.html`` for a run: metrics per iteration beside the plain baseline, cluster sizes, a 2-D map of the embeddings,
 a table of clusters (name, keywords, example texts), parse fallbacks and stage timings.
 
 Self-contained: the PNGs sit beside the HTML (matplotlib, Agg backend), no JavaScript library
@@ -26,7 +26,8 @@ def _pca_2d(x: np.ndarray, max_points: int = 5000, seed: int = 0) -> tuple[np.nd
     return sub @ vt[:2].T, idx
 
 
-def _plots(out: Path, history: list[dict], embeddings: np.ndarray, labels: np.ndarray, n_clusters: int) -> list[str]:
+def _plots(out: Path, history: list[dict], embeddings: np.ndarray, labels: np.ndarray, n_clusters: int,
+           baseline: dict | None = None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,11 +60,14 @@ def _plots(out: Path, history: list[dict], embeddings: np.ndarray, labels: np.nd
     if scored:
         fig, ax = plt.subplots(figsize=(6, 3))
         for key in ("acc", "nmi", "ari"):
-            ax.plot([h["iteration"] for h in scored], [h[key] for h in scored], marker="o", label=key.upper())
+            line, = ax.plot([h["iteration"] for h in scored], [h[key] for h in scored], marker="o", label=key.upper())
+            if baseline and key in baseline:
+                ax.axhline(baseline[key], color=line.get_color(), linestyle="--", linewidth=1,
+                           label=f"{key.upper()} baseline")
         ax.set_xlabel("iteration")
         ax.set_xticks([h["iteration"] for h in scored])
-        ax.legend()
-        ax.set_title("Scores per iteration")
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title("Scores per iteration (dashed: raw-text KMeans baseline)")
         fig.tight_layout()
         fig.savefig(out / "metrics.png", dpi=90)
         plt.close(fig)
@@ -83,11 +87,26 @@ def write_report(out_dir: str | Path, summary: dict[str, Any], embeddings: np.nd
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     history = summary.get("history", [])
-    images = _plots(out, history, embeddings, np.asarray(labels), len(clusters))
+    images = _plots(out, history, embeddings, np.asarray(labels), len(clusters), summary.get("baseline"))
     esc = html.escape
     metric_rows = [[h["iteration"], *(f"{h[k]:.2f}" if k in h else "–" for k in ("acc", "nmi", "ari")),
                     h.get("parse_fallbacks", "–"), f"{h['on_text']['matched']:.2f} / {h['on_text']['shuffled']:.2f}"]
                    for h in history]
+    baseline = summary.get("baseline")
+    comparison = ""
+    if baseline:
+        metric_rows.insert(0, ["baseline: raw texts, same embedder untrained, KMeans",
+                               *(f"{baseline[k]:.2f}" if k in baseline else "–" for k in ("acc", "nmi", "ari")),
+                               "–", "–"])
+        comparison = (
+            "<h2>Against the baseline</h2>" + _table(
+                ["clustering", "silhouette (cosine, own space)", "agreement with the other (ARI / NMI)"],
+                [["baseline (raw texts)", f"{baseline['silhouette']:.3f}",
+                  f"{baseline['agreement_ari']:.1f} / {baseline['agreement_nmi']:.1f}"],
+                 ["co-evolved (final)", f"{baseline['final_silhouette']:.3f}",
+                  f"{baseline['agreement_ari']:.1f} / {baseline['agreement_nmi']:.1f}"]], "baseline")
+            + "<p>Silhouettes are measured in different spaces (text vs. interpretation embeddings); with "
+              "labels, the ACC/NMI/ARI rows above are the comparison to trust.</p>")
     cluster_rows = [[c["id"], c["size"], esc(c["name"]), esc(", ".join(c["keywords"])),
                      "<br>".join(esc(t[:200]) for t in c["examples"])] for c in clusters]
     timing_rows = [[esc(k), f"{v:.1f}"] for k, v in summary.get("timings_s", {}).items()]
@@ -99,6 +118,7 @@ def write_report(out_dir: str | Path, summary: dict[str, Any], embeddings: np.nd
         f"<code>{esc(str(cfg.get('embed', {}).get('embedder')))}</code> · iterations {cfg.get('iterations')}</p>",
         "<h2>Iterations</h2>" + _table(["iteration", "ACC", "NMI", "ARI", "parse fallbacks",
                                         "on-text cos (matched / shuffled)"], metric_rows, "metrics"),
+        comparison,
         *(f'<figure><img src="{name}" alt="{name}"></figure>' for name in images),
         "<h2>Clusters</h2>" + _table(["id", "size", "name", "keywords", "examples"], cluster_rows, "clusters"),
         "<h2>Stage timings (s; 0 = reused)</h2>" + _table(["stage", "seconds"], timing_rows, "timings"),

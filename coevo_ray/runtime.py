@@ -15,10 +15,15 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def ensure_ray(address: str | None = None, **init_kwargs) -> None:
-    """Connect to (or start) Ray once; a job submitted with ``ray job submit`` joins its cluster."""
+def ensure_ray(address: str | None = None, quiet: bool = False, **init_kwargs) -> None:
+    """Connect to (or start) Ray once; a job submitted with ``ray job submit`` joins its cluster.
+    ``quiet`` turns Ray Data's progress bars off (the CLI's console shows its own stage lines)."""
     import ray
 
+    if quiet:
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")

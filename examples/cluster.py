@@ -11,7 +11,6 @@ laptop CPU); ``--profile paper`` runs the paper's settings. The same script runs
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from importlib import resources
@@ -39,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--representation", default="interpretation", choices=("interpretation", "text", "concat"))
     p.add_argument("--text-weight", type=float, default=1.0,
                    help="with --representation concat: weight of the raw-text embedding")
-    p.add_argument("--prompt-style", default="guided", choices=("paper", "agnostic", "guided", "exemplars"))
+    p.add_argument("--prompt-style", default="guided", choices=("paper", "agnostic", "guided", "exemplars", "concise"))
     p.add_argument("--structured-output", default=None, action=argparse.BooleanOptionalAction,
                    help="force 'Reasoning: …\\nKeywords: …' answers with vLLM structured output "
                         "(default: on with the vllm backend)")
@@ -48,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--output-dir", default="runs/demo",
                    help="run directory: finished stages, assignments.jsonl, summary.json, report.html")
+    p.add_argument("--verbose", action="store_true",
+                   help="show every log line (Ray, vLLM, TRL, ...) on the console; by default they go to run.log")
     p.add_argument("--resume", action="store_true",
                    help="reuse the finished stages of an earlier run in --output-dir even if its settings differ")
     p.add_argument("--save-model", default=None, help="also save the fitted model here (CoEvolver.load reads it)")
@@ -62,7 +63,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from coevo_ray.console import console
+
+    with console(Path(args.output_dir) / "run.log", args.verbose) as out:
+        return run(args, out)
+
+
+def run(args, out) -> int:
+    """The CLI's work; user-facing lines go to ``out`` (everything else is in run.log)."""
     from coevo_ray import CoEvolver, StageResources, load_corpus
     from coevo_ray.errors import CoEvoError
     from coevo_ray.profiles import profile_settings
@@ -73,7 +81,7 @@ def main(argv=None) -> int:
     label_field = "label" if demo and args.label_field is None else args.label_field
     task = args.task or ("intent: customer request" if demo else None)
     if task is None:
-        print("error: --task is required for your own data (e.g. --task 'topic: post topic')", file=sys.stderr)
+        print("error: --task is required for your own data (e.g. --task 'topic: post topic')", file=out)
         return 2
     try:
         corpus = load_corpus(path, text_field=args.text_field, label_field=label_field)
@@ -81,13 +89,13 @@ def main(argv=None) -> int:
             corpus = corpus.sample(args.sample, seed=args.seed)
         k = args.k or corpus.n_classes
         if k is None:
-            print("error: --k is required when the input has no labels (a number or 'auto')", file=sys.stderr)
+            print("error: --k is required when the input has no labels (a number or 'auto')", file=out)
             return 2
         if k != "auto":
             try:
                 k = int(k)
             except ValueError:
-                print(f"error: --k must be an integer or 'auto', got {args.k!r}", file=sys.stderr)
+                print(f"error: --k must be an integer or 'auto', got {args.k!r}", file=out)
                 return 2
         settings = profile_settings(args.profile)
         interpret = {**settings.pop("interpret", {}), "llm": args.llm, "backend": args.backend, "prompt_style": args.prompt_style,
@@ -99,7 +107,7 @@ def main(argv=None) -> int:
             interpret["max_tokens"] = args.max_tokens
         embed = {"embedder": args.embedder,
                  "resources": StageResources(actors=args.embed_actors, batch_size=256, gpus_per_actor=args.gpus_per_actor)}
-        ensure_ray(args.ray_address)
+        ensure_ray(args.ray_address, quiet=not args.verbose)
         if args.iterations is not None:
             settings["iterations"] = args.iterations
         if args.max_pairs is not None:
@@ -112,20 +120,30 @@ def main(argv=None) -> int:
         if args.save_model:
             model.save(args.save_model)
     except CoEvoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=out)
         return 2
+    except BaseException as exc:
+        print(f"error: {type(exc).__name__}: {exc} (details in {Path(args.output_dir) / 'run.log'})", file=out)
+        raise
+    base = model.baseline_
+    if base and "acc" in base:
+        print(f"baseline (raw texts, {args.embedder} + KMeans): ACC {base['acc']:.2f} NMI {base['nmi']:.2f} "
+              f"ARI {base['ari']:.2f}", file=out)
     for entry in model.history_:
         guard = entry["on_text"]
         on_text = f"on-text cos {guard['matched']:.2f} vs {guard['shuffled']:.2f} shuffled"
         if "acc" in entry:
             print(f"iteration {entry['iteration']}: ACC {entry['acc']:.2f} NMI {entry['nmi']:.2f} "
-                  f"ARI {entry['ari']:.2f} ({on_text})")
+                  f"ARI {entry['ari']:.2f} ({on_text})", file=out)
         else:
-            print(f"iteration {entry['iteration']}: done, no labels ({on_text})")
+            print(f"iteration {entry['iteration']}: done, no labels ({on_text})", file=out)
+    if base:
+        print(f"final vs baseline clustering: agreement ARI {base['agreement_ari']:.1f}; silhouette "
+              f"{base['final_silhouette']:.3f} (interpretations) vs {base['silhouette']:.3f} (raw texts)", file=out)
     for c, (name, kws) in enumerate(zip(model.cluster_names_, model.cluster_keywords_)):
-        print(f"  cluster {c:3d} ({int((model.labels_ == c).sum()):4d} texts) {name}  [{', '.join(kws[:5])}]")
+        print(f"  cluster {c:3d} ({int((model.labels_ == c).sum()):4d} texts) {name}  [{', '.join(kws[:5])}]", file=out)
     print(f"{len(corpus)} texts -> {model.n_clusters_} clusters in {time.perf_counter() - start:.1f} s; "
-          f"outputs in {Path(model.run_dir_)} (assignments.jsonl, summary.json, report.html)")
+          f"outputs in {Path(model.run_dir_)} (assignments.jsonl, summary.json, report.html, run.log)", file=out)
     return 0
 
 

@@ -142,3 +142,8 @@ def test_pickled_arrays_are_refused(tmp_path):
     (model / "coevo_model.json").write_text(json.dumps({"format_version": FORMAT_VERSION}))
     with pytest.raises(InputError, match="cannot read centroids"):
         load_model_files(model)
+
+
+def test_sized_answers_need_structured_output():
+    with pytest.raises(InputError, match="sized_answers .* needs structured_output=True"):
+        CoEvolver(task=TASK, n_clusters=3, interpret={"sized_answers": True, "structured_output": False})

@@ -1,5 +1,6 @@
-"""The whole loop, end to end, on a small real sample: vLLM actors, density-guided preferences,
-DPO on Ray Train, merged weights served to the next generation, embedder training, KMeans."""
+"""The whole loop, end to end, on a small real sample and two iterations: vLLM actors,
+density-guided preferences, DPO on Ray Train (iteration 2 continuing iteration 1's adapter),
+merged weights served to the next generation, embedder training, KMeans, the baseline."""
 
 import json
 
@@ -11,32 +12,36 @@ from tests.conftest import read_jsonl
 
 TASK = "intent: user intent"
 QUICK = dict(
-    iterations=1,
-    interpret={"temperatures": (0.0, 1.0), "max_tokens": 32},
+    iterations=2,
+    # Answers sized to 32 tokens: with the full shape nearly every answer is cut, and cut answers
+    # never form preference pairs.
+    interpret={"temperatures": (0.0, 1.0), "max_tokens": 32, "sized_answers": True},
     prefer={"n_runs": 5, "max_pairs": 24},
     # lr above the paper's 1e-5 so that 3 steps visibly move the LLM's greedy outputs.
     train_llm={"max_steps": 3, "per_device_batch_size": 2, "learning_rate": 1e-3, "max_length": 384},
     train_embedder={"max_steps": 2, "batch_size": 16, "learning_rate": 1e-5},
     cluster={"name_clusters": False},  # naming is covered in test_product.py
 )
-STAGES = ["iter0-embed-candidates", "iter0-embed-interpretations", "iter0-interpret", "iter0-train-embedder",
-          "iter1-dpo", "iter1-embed-interpretations", "iter1-embed-interpretations-final", "iter1-interpret",
-          "iter1-merged", "iter1-prefer", "iter1-train-embedder"]
+STAGES = ["baseline-embed-texts", "iter0-embed-candidates", "iter0-embed-interpretations", "iter0-interpret",
+          "iter0-train-embedder", "iter1-dpo", "iter1-embed-candidates", "iter1-embed-interpretations",
+          "iter1-interpret", "iter1-merged", "iter1-prefer", "iter1-train-embedder", "iter2-dpo",
+          "iter2-embed-interpretations", "iter2-embed-interpretations-final", "iter2-interpret", "iter2-merged",
+          "iter2-prefer", "iter2-train-embedder", "texts"]
 
 
 @pytest.fixture(scope="module")
 def fitted(ray_session, tmp_path_factory):
-    texts, labels = read_jsonl("bank77.jsonl", n=100, seed=2)
+    texts, labels = read_jsonl("bank77.jsonl", n=64, seed=2)
     out = tmp_path_factory.mktemp("loop")
     model = CoEvolver(task=TASK, n_clusters=len(set(labels)), output_dir=str(out), **QUICK).fit(texts, labels)
     return model, texts, labels, out
 
 
-def test_every_stage_ran_and_history_has_both_iterations(fitted):
+def test_every_stage_ran_and_history_has_every_iteration(fitted):
     model, texts, _, out = fitted
     print("\nhistory:", json.dumps(model.history_, indent=1))
     assert sorted(p.name.rsplit("-", 1)[0] for p in (out / "stages").iterdir()) == STAGES
-    assert [h["iteration"] for h in model.history_] == [0, 1]
+    assert [h["iteration"] for h in model.history_] == [0, 1, 2]
     for h in model.history_:
         assert {"acc", "nmi", "ari", "parse_fallbacks", "embedder", "timings_s", "on_text"} <= set(h)
         assert h["embedder"]["steps"] == 2 and np.isfinite(h["embedder"]["mean_loss"])
@@ -48,10 +53,28 @@ def test_every_stage_ran_and_history_has_both_iterations(fitted):
     assert (model.adapter_dir_ / "adapter_model.safetensors").exists()
     assert (model.embedder_dir_ / "config_sentence_transformers.json").exists()
     summary = json.loads((out / "summary.json").read_text())
-    assert [h["iteration"] for h in summary["history"]] == [0, 1]
+    assert [h["iteration"] for h in summary["history"]] == [0, 1, 2]
+    assert summary["baseline"]["acc"] > 0 and "agreement_ari" in summary["baseline"]
 
 
-def test_iteration1_generates_with_the_trained_llm(fitted):
+def test_iteration2_continues_iteration1s_adapter_and_serves_a_new_merge(fitted):
+    """Iteration 2's DPO starts from iteration 1's trained adapter (not a fresh one, whose LoRA B
+    would be zero) and trains it further; the LoRA parameters at its start are exactly iteration
+    1's, so no frozen "ref" copy of the adapter exists (TRL 1.16 adds one when handed a PeftModel)
+    and the reference is the base model. The engine of iteration 2 loads a merge of the new
+    adapter, rebuilt rather than reused."""
+    model, _, _, out = fitted
+    it1, it2 = model.history_[1]["dpo"], model.history_[2]["dpo"]
+    assert it2["initial_digest"] == it1["rank_digest"] != it1["initial_digest"]
+    assert it2["rank_digest"] != it2["initial_digest"] and it2["steps"] == 3
+    [merged1] = (out / "stages").glob("iter1-merged-*")
+    [merged2] = (out / "stages").glob("iter2-merged-*")
+    assert model._llm.merged.resolve() == merged2.resolve() and model.adapter_dir_.name.startswith("iter2-dpo")
+    weights = [(m / "model.safetensors").read_bytes() for m in (merged1, merged2)]
+    assert weights[0] != weights[1]
+
+
+def test_each_iteration_generates_with_its_trained_llm(fitted):
     model, _, _, out = fitted
     import pyarrow.parquet as pq
 
@@ -60,12 +83,13 @@ def test_iteration1_generates_with_the_trained_llm(fitted):
         table = pq.read_table(path).to_pandas()
         return table[table.candidate == 0].sort_values("id").raw.tolist()
 
-    before, after = greedy("iter0-interpret"), greedy("iter1-interpret")
-    changed = sum(a != b for a, b in zip(before, after))
-    print(f"\n{changed}/{len(before)} greedy interpretations changed after DPO")
-    assert changed > 0
+    outputs = [greedy(f"iter{t}-interpret") for t in range(3)]
+    for t in (1, 2):
+        changed = sum(a != b for a, b in zip(outputs[t - 1], outputs[t]))
+        print(f"\niteration {t}: {changed}/{len(outputs[t])} greedy interpretations changed after DPO")
+        assert changed > 0
     assert model.interpretations_ == [r for r in pq.read_table(
-        next((out / "stages").glob("iter1-interpret-*"))).to_pandas().query("candidate == 0").sort_values("id").interpretation]
+        next((out / "stages").glob("iter2-interpret-*"))).to_pandas().query("candidate == 0").sort_values("id").interpretation]
 
 
 def test_rerun_reuses_every_stage_and_gives_identical_labels(fitted):
@@ -86,5 +110,5 @@ def test_saved_model_with_dpo_adapter_predicts_the_fitted_labels(fitted, tmp_pat
     assert {"adapter_config.json", "adapter_model.safetensors"} <= adapter_files
     loaded = CoEvolver.load(saved)
     assert loaded.adapter_dir_ is not None
-    pred = loaded.predict(texts[:40], output_dir=str(tmp_path / "predict"))  # a subset: generation is the cost
-    np.testing.assert_array_equal(pred, model.labels_[:40])
+    pred = loaded.predict(texts[:24], output_dir=str(tmp_path / "predict"))  # a subset: generation is the cost
+    np.testing.assert_array_equal(pred, model.labels_[:24])

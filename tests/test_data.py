@@ -127,3 +127,21 @@ def test_corpus_sample_is_seeded_and_keeps_labels_aligned():
     assert corpus.sample(500) is corpus
     with pytest.raises(InputError, match="sample size"):
         corpus.sample(0)
+
+
+def test_paper_presets_apply_the_topic_sets_dec_weight():
+    """Appendix A.1: λ = 10 on ArxivS2S, Reddit and StackEx, 1 elsewhere; merged into a profile."""
+    from coevo_ray import CoEvolver
+    from coevo_ray.data import paper_preset
+    from coevo_ray.errors import InputError
+    from coevo_ray.profiles import profile_settings
+
+    quick = profile_settings("quick")
+    for name, weight in (("reddit", 10.0), ("arxiv_s2s", 10.0), ("stackexchange", 10.0), ("bank77", 1.0)):
+        model = CoEvolver(n_clusters=5, **paper_preset(name, quick))
+        assert model.config.train_embedder.dec_weight == weight
+        assert model.config.train_embedder.learning_rate == quick["train_embedder"]["learning_rate"]
+    assert paper_preset("reddit")["task"] == "topic: post topic"
+    assert "dec_weight" not in quick["train_embedder"]  # the profile itself is not changed
+    with pytest.raises(InputError, match="not one of the paper's datasets"):
+        paper_preset("my_corpus")

@@ -68,6 +68,53 @@ def test_eq15_dec_by_hand():
     assert dec.centroids.grad is not None and dec.centroids.grad.abs().sum() > 0
 
 
+def test_dec_target_uses_corpus_wide_cluster_frequencies():
+    """Eq. 15's f_j sums over all N texts: given the corpus-wide f, a batch's target is the one
+    computed from the whole corpus, not from the batch's own (noisy) column sums."""
+    from coevo_ray.train_embedder.losses.dec_loss import cluster_frequency, student_t_assignments
+
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(200, 4)).astype(np.float32)
+    centroids = rng.normal(size=(8, 4)).astype(np.float32)
+    f = cluster_frequency(corpus, centroids, chunk_rows=64)
+    q_all = student_t_assignments(torch.tensor(corpus), torch.tensor(centroids))
+    np.testing.assert_allclose(f, q_all.sum(0).numpy(), rtol=1e-5)
+    batch = torch.tensor(corpus[:16])
+    p_corpus = target_distribution(q_all)[:16]
+    q = student_t_assignments(batch, torch.tensor(centroids))
+    np.testing.assert_allclose(target_distribution(q, torch.tensor(f)).numpy(), p_corpus.numpy(), rtol=1e-5)
+    assert not np.allclose(target_distribution(q).numpy(), p_corpus.numpy(), rtol=1e-3)
+    kl = (p_corpus * (p_corpus.log() - q.log())).sum(1).mean()
+    assert DECLoss(centroids, cluster_frequency=f)(batch).item() == pytest.approx(kl.item(), rel=1e-5)
+
+
+class _ScaledEncoder(torch.nn.Module):
+    """A model without a Normalize module: its embeddings have norm ``scale``."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4, bias=False)
+        self.scale = scale
+
+    def forward(self, features):
+        return {"sentence_embedding": self.scale * torch.nn.functional.normalize(self.proj(features["x"]), dim=-1)}
+
+
+def test_dec_sees_normalised_embeddings_whatever_the_model_outputs():
+    """The DEC centroids are fitted on the embed stage's unit vectors; an embedder that does not
+    normalise must be compared with them in the same space."""
+    torch.manual_seed(0)
+    centroids = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1).numpy()
+    texts, interps = {"x": torch.randn(5, 4)}, {"x": torch.randn(5, 4)}
+    decs = []
+    for scale in (1.0, 10.0):
+        model = _ScaledEncoder(scale)
+        model.proj.weight.data = torch.eye(4)
+        loss = CoEvoEmbedderLoss(model, centroids, tau=TAU, dec_weight=1.0, dropout_pair=False)
+        decs.append(loss(texts, interps)[3].item())
+    assert decs[0] == pytest.approx(decs[1], rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
     from sentence_transformers import SentenceTransformer

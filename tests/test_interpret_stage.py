@@ -29,6 +29,9 @@ def test_transformers_engine_agrees_with_vllm(ray_session, smollm2_dir):
     print(f"\ntransformers vs vLLM: {same}/16 identical greedy outputs")
     assert same >= 15
     assert all(r["raw"].strip() for r in hf)
+    # Both engines say which answers max_tokens cut (the preference stage never chooses those).
+    reasons = [(a["finish_reason"], b["finish_reason"]) for a, b in zip(hf, vllm) if a["raw"] == b["raw"]]
+    assert all(a == b for a, b in reasons) and ("length", "length") in reasons, reasons
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,7 @@ def test_structured_output_forces_the_answer_shape(ray_session, smollm2_dir):
     assert len(rows) == 8
     for r in rows:
         assert re.fullmatch(INTERPRETATION_REGEX, r["raw"]), r["raw"]
-        assert not r["fallback"] and 1 <= len(r["keywords"]) <= 8
+        assert not r["fallback"] and 1 <= len(r["keywords"]) <= 8 and r["finish_reason"] == "stop"
 
 
 def test_generation_survives_a_killed_actor(sampled):

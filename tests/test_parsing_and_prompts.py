@@ -96,3 +96,23 @@ def test_llm_output_that_parses_to_nothing_for_every_text_is_named():
     assert "structured_output=True" in message
     good = parse_interpretation("Reasoning: a lost card.\nKeywords: card, stolen", texts[0])
     assert format_failure([p.fallback for p in parsed[:2]] + [good.fallback]) is None
+
+
+def test_an_answer_copying_the_worked_example_keeps_nothing_of_it():
+    """Answers SmolLM2 wrote for bank77 texts under the guided prompt (issue 16: a demo cluster
+    formed around "saturn, airflow, recall"): the example's words never reach the keywords."""
+    from coevo_ray.interpret.prompts import worked_example
+
+    example = worked_example("guided")
+    text = "My card has not arrived yet, when will it come?"
+    copied = ("Reasoning: The text refers to a Saturn Ion car and its air flow sensor.\n"
+              "Keywords: Saturn, Ion, air flow, sensor, card")
+    parsed = parse_interpretation(copied, text, example)
+    assert parsed.fallback == "copied_example" and parsed.reasoning == ""
+    assert parsed.keywords and not {"saturn", "ion", "air", "flow", "sensor"} & set(parsed.keywords)
+    # The same words are the text's own when it has them; one shared word is not a copy.
+    own = parse_interpretation(copied, "My 2006 Saturn Ion shows an air flow sensor code", example)
+    assert own.fallback is None and own.keywords[:2] == ["Saturn", "Ion"]
+    assert parse_interpretation("Reasoning: card delivery.\nKeywords: card, code", text, example).fallback is None
+    # Styles without a worked example check nothing.
+    assert worked_example("paper") == "" and parse_interpretation(copied, text).fallback is None

@@ -54,6 +54,7 @@ def test_fit_describes_its_clusters(fitted, data):
     k = fitted.n_clusters_
     assert len(fitted.cluster_names_) == k and all(n.strip() for n in fitted.cluster_names_)
     assert len(fitted.cluster_keywords_) == k
+    _assert_names_are_their_own(fitted, data[0])
     used = set(fitted.labels_.tolist())
     assert all(fitted.cluster_keywords_[c] for c in used)  # every non-empty cluster has keywords
     assert len(fitted.interpretations_) == len(data[0])
@@ -63,6 +64,9 @@ def test_fit_describes_its_clusters(fitted, data):
     assert [r["cluster"] for r in rows] == fitted.labels_.tolist()
     summary = json.loads((fitted.run_dir_ / "summary.json").read_text())
     assert summary["history"][0]["acc"] == fitted.history_[0]["acc"] and len(summary["clusters"]) == k
+    base = summary["baseline"]
+    assert base == fitted.baseline_ and 0 < base["acc"] <= 100 and -1 <= base["silhouette"] <= 1
+    assert 0 < base["agreement_nmi"] <= 100  # the two clusterings of the same texts share structure
     manifest = json.loads((fitted.run_dir_ / "manifest.json").read_text())
     assert any(v["stage"] == "iter0-interpret" for v in manifest["stages"].values())
 
@@ -133,6 +137,11 @@ def test_resume_after_driver_killed(ray_session, fitted, data, tmp_path):
     second = subprocess.run(_cli(data_path, out, "--ray-address", address, "--resume"), env=env,
                             capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    # The console (not a terminal here) stays short; Ray's and vLLM's lines are in run.log.
+    shown = (second.stdout + second.stderr).splitlines()
+    assert len(shown) <= 60 and "\x1b" not in second.stdout + second.stderr, "\n".join(shown)
+    assert any("ACC" in line for line in shown) and any("baseline" in line for line in shown)
+    assert len((out / "run.log").read_text().splitlines()) > len(shown)
     summary = json.loads((out / "summary.json").read_text())
     assert "iter0-interpret" in summary["reused_stages"]
     labels = [json.loads(line)["cluster"] for line in (out / "assignments.jsonl").open()]
@@ -158,12 +167,51 @@ def test_estimate_k_finds_separated_blobs():
     assert estimate_n_clusters(x, 2, 30, seed=0)[0] == 6
 
 
+def _assert_names_are_their_own(fitted, texts):
+    """No name repeats a word or uses words of a prompt's worked example that its texts lack."""
+    import re
+
+    from coevo_ray.describe.keywords import word_stem
+    from coevo_ray.interpret.parsing import copied_words
+    from coevo_ray.interpret.prompts import NAMING_EXAMPLE, worked_example
+
+    def stems(s):
+        return [word_stem(w) for w in re.findall(r"[A-Za-z0-9]+", s) if len(w) > 2]
+
+    for c, name in enumerate(fitted.cluster_names_):
+        shown = " ".join(t for t, label in zip(texts, fitted.labels_) if label == c)
+        shown += " " + " ".join(fitted.cluster_keywords_[c])
+        assert len(stems(name)) == len(set(stems(name))), name
+        assert not copied_words(name, worked_example("guided"), shown), name
+        assert not set(stems(name)) & (set(stems(" ".join(NAMING_EXAMPLE))) - set(stems(shown))), name
+
+
+def test_cluster_names_fall_back_to_a_keyword_phrase():
+    """The demo's bad names (issue 20): a cut, repeated list; the naming example's answer copied;
+    a keyword fallback of one word's forms. Each becomes the top two distinct keywords."""
+    from coevo_ray.describe import clean_name, name_problem
+
+    refund = ["refund", "refundable", "refunds", "return", "damaged"]
+    assert clean_name("Refurbished, broken, damaged, broken, broken, cr", ["repair", "laptop"],
+                      truncated=True) == "Repair and laptop"
+    assert name_problem("Refurbished, broken, damaged, broken, broken", "") == "a list, not a phrase"
+    assert name_problem("Broken and broken items", "") == "a repeated word"
+    assert clean_name("Refunds and returns", refund) == "Refund and return"
+    assert clean_name("Money back for orders", ["balance", "top up"], "Keywords: balance\nTexts:\n- top up failed") \
+        == "Balance and top up"
+    assert clean_name("Name: Password reset email never arrived", ["password"]) == "Password reset email never arrived"
+    assert clean_name("", []) == "(unnamed)"
+
+
 def test_cluster_keywords_prefer_distinctive_words():
     from coevo_ray.describe import cluster_keywords
 
     kws = [["card", "lost", "card"], ["card", "stolen"], ["card", "refund"], ["refund", "money back"]]
     top = cluster_keywords(kws, [0, 0, 1, 1], n_clusters=3, top=2)
     assert top[0][0] in ("lost", "stolen") and top[1][0] == "refund" and top[2] == []
+    # Forms of one word are one keyword.
+    forms = cluster_keywords([["refund", "refunds"], ["refundable", "credit card"], ["card", "refund"]], [0, 0, 0], 1)
+    assert forms == [["refund", "card", "credit card"]]
 
 
 def _chromium() -> str:
@@ -185,6 +233,8 @@ def test_report_renders_in_headless_chromium(fitted, tmp_path):
     n_images = 3  # sizes, map, metrics (the fit has labels)
     assert f'data-images-loaded="{n_images}/{n_images}"' in dom.stdout
     assert f'data-cluster-rows="{fitted.n_clusters_}"' in dom.stdout
+    # The plain baseline beside the iterations, with its own scores (issue 20).
+    assert "baseline: raw texts" in dom.stdout and f"{fitted.baseline_['acc']:.2f}" in dom.stdout
     words = [w for name in fitted.cluster_names_ for w in name.split() if w.isalnum()]
     assert words and words[0] in dom.stdout  # the cluster table was rendered
     shot = tmp_path / "report.png"

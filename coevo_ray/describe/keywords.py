@@ -9,6 +9,7 @@ and the filler small LLMs put in keyword lists ("specifically", "involves", ...)
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Sequence
 
@@ -17,6 +18,32 @@ import numpy as np
 
 FILLER = frozenset({"specifically", "involves", "involving", "related", "text", "user", "request", "asking",
                     "refers", "mentioned", "reasoning", "keywords", "information", "specific", "question"})
+
+
+# Suffixes folded together when comparing keywords ("refund", "refunds", "refundable").
+# A hand-written stemmer: a few suffixes are all a keyword list needs, no NLP package for it.
+_SUFFIXES = ("ability", "able", "ation", "ings", "ing", "ed", "es", "s")
+
+
+def word_stem(word: str) -> str:
+    w = word.lower()
+    for suffix in _SUFFIXES:
+        if w.endswith(suffix) and len(w) - len(suffix) >= 4 and not w.endswith("ss"):
+            return w[: -len(suffix)]
+    return w
+
+
+def distinct_keywords(keywords: Sequence[str]) -> list[str]:
+    """Keywords in order, without those whose word stems a previous keyword already has
+    ("refunds" after "refund", "card" after "credit card")."""
+    seen: set[str] = set()
+    out = []
+    for kw in keywords:
+        stems = {word_stem(w) for w in re.findall(r"[A-Za-z0-9]+", kw)}
+        if stems and not stems <= seen:
+            out.append(kw)
+            seen |= stems
+    return out
 
 
 def cluster_keywords(keywords: Sequence[Sequence[str]], labels: Sequence[int], n_clusters: int,
@@ -39,5 +66,5 @@ def cluster_keywords(keywords: Sequence[Sequence[str]], labels: Sequence[int], n
     for counts in per_cluster:
         size = sum(counts.values())
         scored = [(counts[w] / size * np.log(1 + mean_count / total[w]), w) for w in counts] if size else []
-        out.append([w for _, w in sorted(scored, key=lambda s: (-s[0], s[1]))[:top]])
+        out.append(distinct_keywords([w for _, w in sorted(scored, key=lambda s: (-s[0], s[1]))])[:top])
     return out

@@ -1,5 +1,6 @@
 """Cluster names written by the LLM: one request per cluster (its keywords and a few member
-texts), sent through the same Ray Data generation stage as the interpretations."""
+texts), sent through the same Ray Data generation stage as the interpretations. An answer that is
+not a short phrase of its own falls back to the cluster's top two keywords joined as a phrase."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
+from coevo_ray.describe.keywords import distinct_keywords, word_stem
 from coevo_ray.interpret.prompts import NAMING_EXAMPLE
+
+MAX_NAME_WORDS = 6
 
 
 def naming_requests(texts: Sequence[str], labels: np.ndarray, keywords: Sequence[Sequence[str]],
@@ -24,12 +28,47 @@ def naming_requests(texts: Sequence[str], labels: np.ndarray, keywords: Sequence
     return requests
 
 
-def clean_name(raw: str, keywords: Sequence[str]) -> str:
-    """First line of the answer without a ``Name:`` prefix or quotes; keywords when it is empty."""
+def keyword_name(keywords: Sequence[str]) -> str:
+    """The fallback name: the top two keywords of different stems, as a phrase ("Refund and return")."""
+    top = distinct_keywords(keywords)[:2]
+    if not top:
+        return "(unnamed)"
+    name = " and ".join(top)
+    return name[0].upper() + name[1:]
+
+
+def _stems(s: str) -> list[str]:
+    return [word_stem(w) for w in re.findall(r"[A-Za-z0-9]+", s)]
+
+
+def name_problem(name: str, context: str, truncated: bool = False) -> str | None:
+    """Why an LLM answer is not a usable name, or None. ``context`` is what the model was shown
+    for this cluster (keywords and texts): a word of the prompt's worked example that is not in it
+    was copied from the example."""
+    if not name:
+        return "empty"
+    if truncated:
+        return "cut by max_tokens"
+    if name.lower() == NAMING_EXAMPLE[1].lower():
+        return "the worked example's answer"
+    if name.count(",") >= 2:
+        return "a list, not a phrase"
+    stems = [s for s in _stems(name) if len(s) > 2]
+    if len(stems) != len(set(stems)):
+        return "a repeated word"
+    if len(name.split()) > MAX_NAME_WORDS:
+        return "too long"
+    example = set(_stems(" ".join(NAMING_EXAMPLE))) - set(_stems(context))
+    if example & set(stems):
+        return "words of the worked example"
+    return None
+
+
+def clean_name(raw: str, keywords: Sequence[str], context: str = "", truncated: bool = False) -> str:
+    """First line of the answer without a ``Name:`` prefix or quotes, or :func:`keyword_name`
+    when that line is no name of its own (see :func:`name_problem`)."""
     line = next((ln.strip() for ln in raw.splitlines() if ln.strip()), "")
     line = re.sub(r"^(cluster\s+)?name\s*:\s*", "", line, flags=re.I).strip(" \"'*.#")
-    words = line.split()
-    # A small model may copy the worked example's answer instead of naming this cluster.
-    if not words or line.lower() == NAMING_EXAMPLE[1].lower():
-        return ", ".join(keywords[:3]) or "(unnamed)"
-    return " ".join(words[:6])
+    if name_problem(line, context or ", ".join(keywords), truncated):
+        return keyword_name(keywords)
+    return line

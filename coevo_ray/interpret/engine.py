@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 from coevo_ray.errors import InputError
 
@@ -46,6 +46,18 @@ class EngineSpec:
     extra_engine_kwargs: dict = field(default_factory=dict)
 
 
+class Completion(NamedTuple):
+    """One generated answer and why it ended: ``"stop"`` (end of sequence, a stop string, or the
+    end of the structured-output grammar) or ``"length"`` (cut by ``max_tokens``)."""
+
+    text: str
+    finish_reason: str
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
 def adapter_rank(adapter_dir: str | os.PathLike) -> int:
     cfg_path = Path(adapter_dir) / "adapter_config.json"
     try:
@@ -59,7 +71,7 @@ class GenerationEngine(Protocol):
 
     def generate(
         self, prompts: Sequence[str], temperatures: Sequence[float], seeds: Sequence[int], max_tokens: int
-    ) -> list[str]: ...
+    ) -> list[Completion]: ...
 
 
 class VLLMEngine:
@@ -120,7 +132,7 @@ class VLLMEngine:
     def generate(self, prompts, temperatures, seeds, max_tokens):
         params = self.sampling_params(temperatures, seeds, max_tokens)
         outputs = self.llm.generate(list(prompts), params, lora_request=self.lora_request, use_tqdm=False)
-        return [o.outputs[0].text for o in outputs]
+        return [_completion(o) for o in outputs]
 
     # Continuous batching across calls (EngineLoop): requests join the running engine between steps.
     def add_requests(self, request_ids: Sequence[str], prompts, temperatures, seeds, max_tokens) -> None:
@@ -134,9 +146,14 @@ class VLLMEngine:
     def has_unfinished_requests(self) -> bool:
         return self.llm.llm_engine.has_unfinished_requests()
 
-    def step(self) -> list[tuple[str, str]]:
-        """One engine step; (request id, text) of each request that finished in it."""
-        return [(o.request_id, o.outputs[0].text) for o in self.llm.llm_engine.step() if o.finished]
+    def step(self) -> list[tuple[str, Completion]]:
+        """One engine step; (request id, completion) of each request that finished in it."""
+        return [(o.request_id, _completion(o)) for o in self.llm.llm_engine.step() if o.finished]
+
+
+def _completion(output) -> Completion:
+    first = output.outputs[0]
+    return Completion(first.text, "length" if first.finish_reason == "length" else "stop")
 
 
 class TransformersEngine:
@@ -171,7 +188,7 @@ class TransformersEngine:
     def generate(self, prompts, temperatures, seeds, max_tokens):
         import torch
 
-        out: list[str] = [""] * len(prompts)
+        out: list[Completion] = [Completion("", "stop")] * len(prompts)
         groups: dict[float, list[int]] = {}
         for i, t in enumerate(temperatures):
             groups.setdefault(float(t), []).append(i)
@@ -193,8 +210,11 @@ class TransformersEngine:
                 with torch.inference_mode():
                     gen = self.model.generate(**enc, **kwargs)
                 new = gen[:, enc["input_ids"].shape[1] :]
+                ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
                 for i, row in zip(chunk, new):
-                    out[i] = self.tokenizer.decode(row, skip_special_tokens=True)
+                    # A row that used every new token without an end-of-sequence token was cut.
+                    cut = len(row) == max_tokens and int(row[-1]) not in ends
+                    out[i] = Completion(self.tokenizer.decode(row, skip_special_tokens=True), "length" if cut else "stop")
         return out
 
 

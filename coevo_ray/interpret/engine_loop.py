@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from coevo_ray.interpret.engine import EngineSpec, build_engine
+from coevo_ray.interpret.engine import Completion, EngineSpec, build_engine
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class _Submission:
     seeds: list[int]
     max_tokens: int
     future: Future = field(default_factory=Future)
-    texts: list[str | None] = field(default_factory=list)
+    completions: list[Completion | None] = field(default_factory=list)
     pending: int = 0
 
 
@@ -61,7 +61,7 @@ class EngineLoop:
 
     def submit(self, prompts: Sequence[str], temperatures: Sequence[float], seeds: Sequence[int],
                max_tokens: int) -> Future:
-        """A future of the generated texts, in the order of ``prompts``."""
+        """A future of the completions, in the order of ``prompts``."""
         sub = _Submission(list(prompts), [float(t) for t in temperatures], [int(s) for s in seeds], max_tokens)
         with self._lock:
             if self._failure is not None:
@@ -70,7 +70,7 @@ class EngineLoop:
                 self._inbox.put(sub)
         return sub.future
 
-    def generate(self, prompts, temperatures, seeds, max_tokens) -> list[str]:
+    def generate(self, prompts, temperatures, seeds, max_tokens) -> list[Completion]:
         return self.submit(prompts, temperatures, seeds, max_tokens).result()
 
     # ------------------------------------------------------------------ loop thread
@@ -103,12 +103,12 @@ class EngineLoop:
                     except queue.Empty:
                         sub = None
                 if continuous and self.engine.has_unfinished_requests():
-                    for rid, text in self.engine.step():
+                    for rid, completion in self.engine.step():
                         owner, index = waiting.pop(rid)
-                        owner.texts[index] = text
+                        owner.completions[index] = completion
                         owner.pending -= 1
                         if owner.pending == 0:
-                            owner.future.set_result(owner.texts)
+                            owner.future.set_result(owner.completions)
         except BaseException as exc:
             # The engine is unusable: fail what waits and what comes; the actor's callers raise it
             # and Ray Data restarts the actor.
@@ -127,7 +127,7 @@ class EngineLoop:
     def _add_or_refuse(self, sub: _Submission, waiting: dict[str, tuple[_Submission, int]]) -> None:
         """Add a submission's requests to the engine. A request the engine refuses (a prompt over
         max_model_len, bad sampling settings) fails its own submission, not the engine."""
-        sub.texts = [None] * len(sub.prompts)
+        sub.completions = [None] * len(sub.prompts)
         sub.pending = len(sub.prompts)
         if not sub.prompts:
             sub.future.set_result([])

@@ -1,8 +1,8 @@
 """Split an LLM answer into reasoning and keywords, without ever raising on model output.
 
 Small models ramble: they repeat a phrase until the token limit, skip the ``Keywords:`` line, or
-list keywords as bullets. Each fallback taken is recorded so a run can report how often the
-model missed the format.
+list keywords as bullets, or copy the prompt's worked example instead of reading the text. Each
+fallback taken is recorded so a run can report how often the model missed the format.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 MAX_KEYWORDS = 8
+#: An answer using this many content words of the worked example that its text lacks copied it.
+COPIED_EXAMPLE_WORDS = 2
 
 _REASONING = re.compile(r"^\W*reasoning\W*:?\s*", re.IGNORECASE)
 _KEYWORDS = re.compile(r"(?im)^[\s*#>_-]*key\s*words?\s*[*_]*\s*:\s*[*_]*")
@@ -99,11 +101,24 @@ def keywords_from_text(text: str, limit: int = MAX_KEYWORDS) -> list[str]:
     return ranked[:limit]
 
 
-def parse_interpretation(output: str, source_text: str = "") -> Interpretation:
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in STOPWORDS}
+
+
+def copied_words(answer: str, example: str, source_text: str) -> set[str]:
+    """Content words of a prompt's worked ``example`` that ``answer`` uses and its text does not."""
+    return (content_words(answer) & content_words(example)) - content_words(source_text)
+
+
+def parse_interpretation(output: str, source_text: str = "", example: str = "") -> Interpretation:
     """Parse ``Reasoning: … Keywords: …``; fall back to keywords mined from the answer (or, for an
-    empty answer, from the source text)."""
+    empty answer, from the source text). An answer that copied the prompt's worked ``example``
+    (``COPIED_EXAMPLE_WORDS`` of its words, absent from the text) keeps nothing of itself: its
+    keywords are mined from the text, so a cluster never forms around the example."""
     if not isinstance(output, str) or not output.strip():
         return Interpretation("", keywords_from_text(source_text), fallback="empty")
+    if example and len(copied_words(output, example, source_text)) >= COPIED_EXAMPLE_WORDS:
+        return Interpretation("", keywords_from_text(source_text), fallback="copied_example")
     text, repeated = _cut_repetition(output.strip())
     match = _KEYWORDS.search(text)
     if match:

@@ -6,6 +6,8 @@ instructions in the system turn, a worked example as a previous exchange, and th
 delimited in the user turn, so a 135M model analyses the text instead of greeting the user.
 ``exemplars`` is ``guided`` plus a few unlabeled texts drawn from the corpus itself in the system
 turn, so the model sees what kind of collection it is reading (banking chat, emotions, ...).
+``concise`` is ``guided`` without the worked example: for structured output, where the grammar
+already holds the answer to the format, it is a shorter prompt with no example words to copy.
 """
 
 from __future__ import annotations
@@ -56,8 +58,26 @@ EXEMPLARS_HEADER = "\n\nThe texts come from one collection; some of them, for co
 #: most 8 keywords (<= 24 characters each), about 100 tokens at most.
 #: Each keyword starts with a letter or digit, so "Keywords: ..." copied from a template is ruled out.
 INTERPRETATION_REGEX = r"Reasoning: [^\n]{8,200}\nKeywords: [A-Za-z0-9][^\n,]{0,23}(, [A-Za-z0-9][^\n,]{0,23}){0,7}"
+#: Characters per token assumed when sizing the answer to ``max_tokens`` (English prose is ~4 with
+#: these tokenizers; lower is safer), and the tokens of the two fixed prefixes.
+_CHARS_PER_TOKEN, _PREFIX_TOKENS = 3.5, 6
 
-PROMPT_STYLES = ("paper", "agnostic", "guided", "exemplars")
+
+def interpretation_regex(max_tokens: int) -> str:
+    """:data:`INTERPRETATION_REGEX` shrunk so that an answer fits in ``max_tokens``: the grammar
+    ends the reasoning line and the keyword list in time, instead of ``max_tokens`` cutting the
+    answer mid-line (a cut answer is never chosen nor trained on). 45% of the characters go to the
+    reasoning, the rest to 2-8 keywords. From about 150 tokens on it is the full shape."""
+    chars = int(_CHARS_PER_TOKEN * max(max_tokens - _PREFIX_TOKENS, 8))
+    reasoning = min(200, max(16, int(0.45 * chars)))
+    budget = chars - reasoning
+    n_keywords = min(8, max(2, budget // 18))
+    keyword = min(24, max(8, budget // n_keywords - 2))
+    return (rf"Reasoning: [^\n]{{8,{reasoning}}}\nKeywords: [A-Za-z0-9][^\n,]{{0,{keyword - 1}}}"
+            rf"(, [A-Za-z0-9][^\n,]{{0,{keyword - 1}}}){{0,{n_keywords - 1}}}")
+
+
+PROMPT_STYLES = ("paper", "agnostic", "guided", "exemplars", "concise")
 
 #: Not an interpretation style: the request that names a cluster from its keywords and texts.
 NAMING_STYLE = "name"
@@ -67,8 +87,9 @@ NAMING_SYSTEM = (
 )
 NAMING_EXAMPLE = ("Keywords: refund, return, money back, order\nTexts:\n- I want my money back for this jacket\n"
                   "- How do I send an order back?", "Refunds and returns")
-#: With structured output the name is one capitalised line of at most ~48 characters.
-NAME_REGEX = r"[A-Z][A-Za-z0-9&,' /-]{2,47}"
+#: With structured output the name is one capitalised phrase of at most 40 characters (about
+#: 6 words, within the naming request's 16 tokens), without commas: a name is not a word list.
+NAME_REGEX = r"[A-Z][A-Za-z0-9&' /-]{2,39}"
 
 
 @dataclass(frozen=True)
@@ -112,9 +133,12 @@ def build_messages(text: str, desc: TaskDescription, style: str = "paper",
         return [{"role": "system", "content": NAMING_SYSTEM.format(task=desc.task, standard=desc.standard)},
                 {"role": "user", "content": NAMING_EXAMPLE[0]}, {"role": "assistant", "content": NAMING_EXAMPLE[1]},
                 {"role": "user", "content": text}]
-    if style in ("guided", "exemplars"):
+    if style in ("guided", "exemplars", "concise"):
         fmt = {"task": desc.task, "standard": desc.standard}
         system = GUIDED_SYSTEM.format(**fmt)
+        if style == "concise":
+            return [{"role": "system", "content": system},
+                    {"role": "user", "content": GUIDED_USER.format(text=text, **fmt)}]
         if style == "exemplars":
             if not exemplars:
                 raise InputError("prompt style 'exemplars' needs corpus texts to show (n_exemplars >= 1)")
@@ -126,6 +150,14 @@ def build_messages(text: str, desc: TaskDescription, style: str = "paper",
             {"role": "user", "content": GUIDED_USER.format(text=text, **fmt)},
         ]
     raise InputError(f"unknown prompt style {style!r}; choose one of {PROMPT_STYLES}")
+
+
+def worked_example(style: str) -> str:
+    """The worked example a prompt style shows (text and answer), "" for styles without one:
+    answers are checked against it for copied words (``parse_interpretation``)."""
+    if style in ("guided", "exemplars"):
+        return GUIDED_EXAMPLE_TEXT + "\n" + GUIDED_EXAMPLE_ANSWER
+    return ""
 
 
 def render_prompt(tokenizer, text: str, desc: TaskDescription, style: str = "paper",

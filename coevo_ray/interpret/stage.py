@@ -20,9 +20,13 @@ import numpy as np
 from coevo_ray.interpret.engine import EngineSpec
 from coevo_ray.interpret.engine_loop import EngineLoop
 from coevo_ray.interpret.parsing import parse_interpretation
-from coevo_ray.interpret.prompts import TaskDescription, render_prompt
+from coevo_ray.interpret.prompts import TaskDescription, render_prompt, worked_example
 
 logger = logging.getLogger(__name__)
+
+
+#: Bumped when the generation table's columns change, so cached stages of an older layout are rebuilt.
+GENERATION_SCHEMA = 2  # 2: finish_reason, copied_example fallback
 
 
 def request_seed(seed: int, row_id: int, candidate: int) -> int:
@@ -65,6 +69,7 @@ class InterpretUDF:
         self.engine = EngineLoop(spec)
         self.settings = settings
         self.desc = TaskDescription.parse(settings.task)
+        self.example = worked_example(settings.prompt_style)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         s = self.settings
@@ -79,17 +84,18 @@ class InterpretUDF:
                 req_temps.append(temp)
                 req_seeds.append(request_seed(s.seed, rid, cand))
                 req_rows.append((row, cand))
-        raw = self.engine.generate(req_prompts, req_temps, req_seeds, s.max_tokens)
+        completions = self.engine.generate(req_prompts, req_temps, req_seeds, s.max_tokens)
         out: dict[str, list] = {k: [] for k in ("id", "candidate", "temperature", "text", "raw",
-                                                "reasoning", "keywords", "interpretation", "fallback",
-                                                "repaired")}
-        for (row, cand), answer in zip(req_rows, raw):
-            parsed = parse_interpretation(answer, texts[row])
+                                                "finish_reason", "reasoning", "keywords", "interpretation",
+                                                "fallback", "repaired")}
+        for (row, cand), (answer, finish_reason) in zip(req_rows, completions):
+            parsed = parse_interpretation(answer, texts[row], self.example)
             out["id"].append(ids[row])
             out["candidate"].append(cand)
             out["temperature"].append(float(s.temperatures[cand]))
             out["text"].append(texts[row])
             out["raw"].append(answer)
+            out["finish_reason"].append(finish_reason)
             out["reasoning"].append(parsed.reasoning)
             out["keywords"].append(parsed.keywords)
             out["interpretation"].append(parsed.text)

@@ -81,3 +81,21 @@ def evaluate_kmeans_protocol(
         out[f"{key}_std"] = float(values.std())
     out["n_seeds"] = len(runs)
     return out
+
+
+def compare_clusterings(x_a: np.ndarray, labels_a: np.ndarray, x_b: np.ndarray, labels_b: np.ndarray,
+                        max_points: int = 5000, seed: int = 0) -> dict[str, float]:
+    """Label-free comparison of two clusterings of the same texts: each one's cosine silhouette
+    in its own space (sklearn, on a seeded sample of at most ``max_points``) and their agreement
+    (ARI and NMI between the two label sets, in percent)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+
+    n = len(labels_a)
+    idx = np.arange(n) if n <= max_points else np.random.default_rng(seed).choice(n, max_points, replace=False)
+
+    def silhouette(x, labels):
+        return float(silhouette_score(x[idx], labels[idx], metric="cosine")) if len(set(labels[idx])) > 1 else 0.0
+
+    return {"silhouette_a": silhouette(x_a, labels_a), "silhouette_b": silhouette(x_b, labels_b),
+            "agreement_ari": 100 * float(adjusted_rand_score(labels_a, labels_b)),
+            "agreement_nmi": 100 * float(normalized_mutual_info_score(labels_a, labels_b))}

@@ -5,8 +5,9 @@ from coevo_ray.prefer.density import (
     PreferenceConfig,
     averaged_nearest_centroid_distances,
     choose_winners,
+    pair_mask,
     sample_pairs,
 )
 
 __all__ = ["PREFERENCE_RULES", "PreferenceConfig", "averaged_nearest_centroid_distances",
-           "choose_winners", "sample_pairs"]
+           "choose_winners", "pair_mask", "sample_pairs"]

@@ -80,28 +80,43 @@ def averaged_nearest_centroid_distances(
     return (total / n_runs).reshape(n, c)
 
 
-def choose_winners(distances: np.ndarray, rule: str = "density", seed: int = 0) -> np.ndarray:
-    """Index of the chosen candidate per text (eq. 7). Ties go to the lowest index, i.e. the
+def choose_winners(distances: np.ndarray, rule: str = "density", seed: int = 0,
+                   eligible: np.ndarray | None = None) -> np.ndarray:
+    """Index of the chosen candidate per text (eq. 7), or -1 where no candidate is ``eligible``
+    (an (N, C) mask: the answers that may be chosen). Ties go to the lowest index, i.e. the
     greedy candidate first."""
+    if rule not in PREFERENCE_RULES:
+        raise InputError(f"unknown preference rule {rule!r}; choose one of {PREFERENCE_RULES}")
+    eligible = np.ones(distances.shape, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    # "random" is the paper's ablation: a uniformly random eligible candidate wins.
+    score = distances if rule == "density" else np.random.default_rng(seed).random(distances.shape)
+    winners = np.argmin(np.where(eligible, score, np.inf), axis=1)
+    return np.where(eligible.any(axis=1), winners, -1)
+
+
+def pair_mask(winners: np.ndarray, distances: np.ndarray, rule: str = "density",
+              rejectable: np.ndarray | None = None) -> np.ndarray:
+    """(N, C) mask of the candidates that form a pair (y_w, y_l) with their text's winner: every
+    other candidate (eq. 8) that may be rejected and, under the density rule, lies strictly
+    farther from its nearest centroids (eq. 9: d_w < d_l; equal distances are no preference)."""
+    n, c = distances.shape
+    has = winners >= 0
+    w = np.where(has, winners, 0)
+    mask = has[:, None] & (np.arange(c)[None, :] != w[:, None])
+    if rejectable is not None:
+        mask &= np.asarray(rejectable, dtype=bool)
     if rule == "density":
-        return np.argmin(distances, axis=1)
-    if rule == "random":
-        return np.random.default_rng(seed).integers(0, distances.shape[1], size=distances.shape[0])
-    raise InputError(f"unknown preference rule {rule!r}; choose one of {PREFERENCE_RULES}")
+        mask &= distances > distances[np.arange(n), w][:, None]
+    return mask
 
 
-def sample_pairs(winners: np.ndarray, n_candidates: int, max_pairs: int, seed: int = 0) -> np.ndarray:
-    """(row, chosen, rejected) triples for all l ≠ w (eq. 8–9), at most ``max_pairs`` of them,
-    sampled without replacement and without materialising the N·M pairs first."""
-    n = winners.shape[0]
-    per_row = n_candidates - 1
-    if per_row < 1:
+def sample_pairs(mask: np.ndarray, winners: np.ndarray, max_pairs: int, seed: int = 0) -> np.ndarray:
+    """(row, chosen, rejected) triples for the pairs in ``mask`` (see :func:`pair_mask`), at most
+    ``max_pairs`` of them, sampled without replacement."""
+    if mask.shape[1] < 2:
         raise InputError("need at least 2 candidates per text to form preference pairs")
-    total = n * per_row
-    rng = np.random.default_rng(seed)
-    flat = np.sort(rng.choice(total, size=max_pairs, replace=False)) if total > max_pairs else np.arange(total)
-    rows = flat // per_row
-    j = flat % per_row
-    chosen = winners[rows]
-    rejected = np.where(j < chosen, j, j + 1)
-    return np.stack([rows, chosen, rejected], axis=1).astype(np.int64)
+    flat = np.flatnonzero(mask)
+    if len(flat) > max_pairs:
+        flat = np.sort(np.random.default_rng(seed).choice(flat, size=max_pairs, replace=False))
+    rows, rejected = np.divmod(flat, mask.shape[1])
+    return np.stack([rows, winners[rows], rejected], axis=1).astype(np.int64)

@@ -15,6 +15,7 @@ from coevo_ray.prefer.density import (
     PreferenceConfig,
     averaged_nearest_centroid_distances,
     choose_winners,
+    pair_mask,
     sample_pairs,
 )
 
@@ -27,15 +28,20 @@ def select_preferences(
     n_clusters: int,
     config: PreferenceConfig,
     seed: int = 0,
+    complete: np.ndarray | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Return (pairs, distances) tables. ``candidate_embeddings`` is (N, C, D), candidate 0 greedy."""
+    """Return (pairs, distances) tables. ``candidate_embeddings`` is (N, C, D), candidate 0 greedy;
+    ``candidate_texts`` are the strings that were embedded, and DPO trains on the same strings.
+    ``complete`` (N, C) marks answers that kept the format and ended by themselves: only those
+    are chosen or rejected (the others' embedded string is not what the LLM wrote, or TRL would
+    train a cut answer as if it ended)."""
     dist = averaged_nearest_centroid_distances(
         candidate_embeddings[:, 0, :], candidate_embeddings, n_clusters, config.n_runs,
         config.normalize, config.chunk_rows, init=config.init,
     )
-    winners = choose_winners(dist, config.rule, seed)
-    triples = sample_pairs(winners, candidate_embeddings.shape[1], config.max_pairs, seed)
-    rows, chosen, rejected = triples.T
+    winners = choose_winners(dist, config.rule, seed, eligible=complete)
+    mask = pair_mask(winners, dist, config.rule, rejectable=complete)
+    rows, chosen, rejected = sample_pairs(mask, winners, config.max_pairs, seed).T
     chosen_txt = [candidate_texts[r][c] for r, c in zip(rows, chosen)]
     rejected_txt = [candidate_texts[r][c] for r, c in zip(rows, rejected)]
     keep = np.ones(len(rows), dtype=bool)
@@ -57,20 +63,23 @@ def select_preferences(
         "candidate": np.tile(np.arange(c), n),
         "avg_distance": dist.reshape(-1),
         "chosen": (np.arange(c)[None, :] == winners[:, None]).reshape(-1),
+        "complete": (np.ones((n, c), dtype=bool) if complete is None else np.asarray(complete, bool)).reshape(-1),
     })
     return pairs, distances
 
 
 def preference_stage(generated: str, embedded: str, out_dir: str, n_clusters: int, config: PreferenceConfig,
                      seed: int = 0) -> dict[str, Any]:
-    """Pairs from the candidates in ``generated`` (id, candidate, text, raw) and their vectors in
-    ``embedded`` (id, candidate, embedding). The DPO targets are the raw LLM outputs."""
+    """Pairs from the candidates in ``generated`` (id, candidate, text, interpretation, fallback,
+    finish_reason) and their vectors in ``embedded`` (id, candidate, embedding). The DPO targets
+    are the embedded ``interpretation`` strings of answers that kept the format and were not cut."""
     import pyarrow.parquet as pq
 
     from coevo_ray.tables import column_matrix, read_table
 
     order = (("id", "ascending"), ("candidate", "ascending"))
-    gen = read_table(generated, columns=["id", "candidate", "text", "raw"], sort_by=order)
+    gen = read_table(generated, columns=["id", "candidate", "text", "interpretation", "fallback", "finish_reason"],
+                     sort_by=order)
     emb = read_table(embedded, columns=["id", "candidate", "embedding"], sort_by=order)
     ids = np.asarray(gen.column("id"))
     n_cand = int(np.asarray(gen.column("candidate")).max()) + 1
@@ -79,16 +88,20 @@ def preference_stage(generated: str, embedded: str, out_dir: str, n_clusters: in
         raise InputError(f"preferences need {n_cand} candidates for each of {n} texts; got {gen.num_rows} "
                          f"generated and {emb.num_rows} embedded rows")
     vectors = column_matrix(emb, "embedding").reshape(n, n_cand, -1)
-    raw = gen.column("raw").to_pylist()
-    candidate_texts = [raw[i * n_cand:(i + 1) * n_cand] for i in range(n)]
+    interpretations = gen.column("interpretation").to_pylist()
+    candidate_texts = [interpretations[i * n_cand:(i + 1) * n_cand] for i in range(n)]
+    complete = ((np.asarray(gen.column("fallback")) == "") & (np.asarray(gen.column("finish_reason")) != "length"))
     pairs, distances = select_preferences(ids[::n_cand], gen.column("text").to_pylist()[::n_cand],
-                                          candidate_texts, vectors, n_clusters, config, seed)
+                                          candidate_texts, vectors, n_clusters, config, seed,
+                                          complete.reshape(n, n_cand))
     out = Path(out_dir)
     pq.write_table(pairs, out / "pairs.parquet")
     pq.write_table(distances, out / "distances.parquet")
     winners = np.asarray(distances.column("candidate"))[np.asarray(distances.column("chosen"))]
     return {"pairs": pairs.num_rows, "texts": n, "candidates": n_cand,
             "chosen_by_candidate": np.bincount(winners, minlength=n_cand).tolist(),
+            "incomplete_by_candidate": (~complete.reshape(n, n_cand)).sum(axis=0).tolist(),
+            "texts_without_a_winner": int(n - len(winners)),
             "mean_chosen_distance": float(np.mean(np.asarray(pairs.column("chosen_distance")))) if pairs.num_rows else None,
             "mean_rejected_distance": float(np.mean(np.asarray(pairs.column("rejected_distance")))) if pairs.num_rows else None}
 

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 LOSS_PARTS = ("loss", "loss_cl", "loss_cl_dropout", "loss_dec")
 
 
+#: Bumped when training changes what it computes for the same settings, so cached stages rebuild.
+TRAINING_REVISION = 2  # 2: DEC on normalised embeddings with corpus-wide cluster frequencies
+
 def plan_steps(n_rows: int, world: int, cfg: EmbedderTrainConfig) -> tuple[int, int]:
     """(per-worker batch size, steps per epoch): identical on every rank."""
     per_worker = n_rows // world
@@ -132,7 +135,8 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(config["model_dir"], device=device, trust_remote_code=False, local_files_only=True)
     loss_module = CoEvoEmbedderLoss(model, config.get("centroids"), tau=cfg.tau, dec_weight=cfg.dec_weight,
-                                    negatives=cfg.negatives, dropout_pair=cfg.dropout_pair).to(device)
+                                    negatives=cfg.negatives, dropout_pair=cfg.dropout_pair,
+                                    cluster_frequency=config.get("cluster_frequency")).to(device)
     loss_module.train()
     frozen = _freeze_unused(loss_module, model)
     initial = parameters_digest(loss_module.model)
@@ -202,9 +206,11 @@ def train_embedder(
     centroids: np.ndarray | None = None,
     storage_path: str | None = None,
     digest_dir: str | None = None,
+    cluster_frequency: np.ndarray | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train on ``pairs`` (a Ray Dataset with ``id``, ``text``, ``interpretation``); write a
-    sentence-transformers directory to ``out_dir``. ``centroids`` (K, D) initialise DEC."""
+    sentence-transformers directory to ``out_dir``. ``centroids`` (K, D) initialise DEC;
+    ``cluster_frequency`` (K,) is DEC's f_j over the whole corpus (``dec_loss.cluster_frequency``)."""
     from ray.data import ExecutionOptions
     from ray.train import DataConfig
     from ray.train.torch import TorchTrainer
@@ -220,7 +226,8 @@ def train_embedder(
     if not scaling.use_gpu:
         wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
     config = {"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows, "digest_dir": digest_dir,
-              "centroids": None if centroids is None else np.asarray(centroids, np.float32)}
+              "centroids": None if centroids is None else np.asarray(centroids, np.float32),
+              "cluster_frequency": None if cluster_frequency is None else np.asarray(cluster_frequency, np.float32)}
     return fit_and_export(
         lambda run_config: TorchTrainer(
             _train_loop, train_loop_config=config, scaling_config=scaling, torch_config=torch_config,

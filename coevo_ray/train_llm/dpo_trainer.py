@@ -1,7 +1,8 @@
 """Step 4 of the pipeline: DPO of the LLM with a LoRA adapter, TRL's DPOTrainer inside Ray Train.
 
 The reference model is the adapter-disabled base (TRL does this when given a PEFT config), so
-there is no second copy of the weights in memory. Rank 0 reports the adapter as a Ray Train
+there is no second copy of the weights in memory; iterations t >= 2 load the previous adapter into
+that same PEFT model, so the reference stays the base model. Rank 0 reports the adapter as a Ray Train
 checkpoint together with the DPO metrics.
 
 Fault tolerance: every ``checkpoint_every`` steps the Hugging Face checkpoint (adapter,
@@ -145,15 +146,10 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
     )
-    if config.get("init_adapter_dir"):
-        # Iteration t ≥ 2 goes on training the previous iteration's adapter; the reference stays
-        # the adapter-disabled base model.
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, config["init_adapter_dir"], is_trainable=True)
-        peft_config = None
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, eval_dataset=data if config.get("evaluate") else None,
                          processing_class=tok, peft_config=peft_config)
+    if config.get("init_adapter_dir"):
+        _continue_adapter(trainer.model, config["init_adapter_dir"], cfg)
     step_times = _step_timer()
     trainer.add_callback(step_times)
     if cfg.checkpoint_every:
@@ -203,6 +199,25 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
         (out / "dpo_metrics.json").write_text(json.dumps(metrics, indent=2))
 
     report_staged(metrics, Path(out_dir) / "adapter" if rank == 0 else None, write_adapter)
+
+
+def _continue_adapter(model, adapter_dir: str, cfg: LLMTrainConfig) -> None:
+    """Iteration t >= 2 goes on training the previous iteration's adapter, and the reference stays
+    the base model (adapters disabled), as in iteration 1. The weights are loaded into the adapter
+    TRL created from ``peft_config``: handed a ``PeftModel`` instead, TRL 1.16 copies its adapter
+    into a frozen "ref" adapter and scores the reference with that, i.e. with iteration t-1's LLM."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from coevo_ray.errors import InputError
+    from coevo_ray.interpret.engine import adapter_rank
+
+    if adapter_rank(adapter_dir) != cfg.lora_r:
+        raise InputError(f"cannot continue the adapter in {adapter_dir}: rank {adapter_rank(adapter_dir)}, "
+                         f"but train_llm.lora_r is {cfg.lora_r}")
+    loaded = set_peft_model_state_dict(model, load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
+    if loaded.unexpected_keys:
+        raise InputError(f"the adapter in {adapter_dir} does not fit this model: {loaded.unexpected_keys[:3]} ...")
 
 
 def train_dpo(

@@ -3,6 +3,9 @@
 The module owns the encoder and the DEC centroids, so one DDP wrapper covers every trainable
 parameter, and it returns plain tensors (sentence-transformers 6 returns a ``BatchEncoding``,
 in which DDP cannot find the tensors it has to watch).
+
+DEC sees L2-normalised embeddings: its centroids are fitted on the embed stage's vectors, which
+are normalised whether or not the model ends in a ``Normalize`` module.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from coevo_ray.train_embedder.losses.text_interpretation_loss import TextInterpr
 class CoEvoEmbedderLoss(nn.Module):
     def __init__(self, model: nn.Module, centroids: np.ndarray | None, tau: float = 0.1,
                  dec_weight: float = 1.0, negatives: str = "texts", dropout_pair: bool = True,
-                 alpha: float = 1.0) -> None:
+                 alpha: float = 1.0, cluster_frequency: np.ndarray | None = None) -> None:
         super().__init__()
         self.model = model
         self.text_loss = TextInterpretationLoss(tau, negatives)
         self.dropout_loss = DropoutAugmentationLoss(tau) if dropout_pair else None
-        self.dec = DECLoss(centroids, alpha) if (centroids is not None and dec_weight > 0) else None
+        self.dec = (DECLoss(centroids, alpha, cluster_frequency) if (centroids is not None and dec_weight > 0)
+                    else None)
         self.dec_weight = dec_weight
 
     def embed(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -44,5 +48,5 @@ class CoEvoEmbedderLoss(nn.Module):
             total = (cl + cl_dagger) / 2  # eq. 14: 1/(2N) Σ (ℓ + ℓ†)
         else:
             cl_dagger, total = zero, cl
-        dec = self.dec(e_plus) if self.dec is not None else zero
+        dec = self.dec(nn.functional.normalize(e_plus, dim=-1)) if self.dec is not None else zero
         return total + self.dec_weight * dec, cl, cl_dagger, dec
