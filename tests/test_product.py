@@ -172,11 +172,11 @@ def _assert_names_are_their_own(fitted, texts):
     import re
 
     from coevo_ray.describe.keywords import word_stem
-    from coevo_ray.interpret.parsing import copied_words
+    from coevo_ray.interpret.parsing import STOPWORDS, copied_words
     from coevo_ray.interpret.prompts import NAMING_EXAMPLE, worked_example
 
-    def stems(s):
-        return [word_stem(w) for w in re.findall(r"[A-Za-z0-9]+", s) if len(w) > 2]
+    def stems(s):  # content words: "and" may recur
+        return [word_stem(w) for w in re.findall(r"[A-Za-z0-9]+", s) if len(w) > 2 and w.lower() not in STOPWORDS]
 
     for c, name in enumerate(fitted.cluster_names_):
         shown = " ".join(t for t, label in zip(texts, fitted.labels_) if label == c)
@@ -196,6 +196,7 @@ def test_cluster_names_fall_back_to_a_keyword_phrase():
                       truncated=True) == "Repair and laptop"
     assert name_problem("Refurbished, broken, damaged, broken, broken", "") == "a list, not a phrase"
     assert name_problem("Broken and broken items", "") == "a repeated word"
+    assert name_problem("Cards and transfers and top ups", "cards, transfers, top ups") is None
     assert clean_name("Refunds and returns", refund) == "Refund and return"
     assert clean_name("Money back for orders", ["balance", "top up"], "Keywords: balance\nTexts:\n- top up failed") \
         == "Balance and top up"

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from coevo_ray.describe.keywords import distinct_keywords, word_stem
+from coevo_ray.interpret.parsing import STOPWORDS
 from coevo_ray.interpret.prompts import NAMING_EXAMPLE
 
 MAX_NAME_WORDS = 6
@@ -38,7 +39,8 @@ def keyword_name(keywords: Sequence[str]) -> str:
 
 
 def _stems(s: str) -> list[str]:
-    return [word_stem(w) for w in re.findall(r"[A-Za-z0-9]+", s)]
+    """Stems of the content words (function words like "and" repeat and recur legitimately)."""
+    return [word_stem(w) for w in re.findall(r"[A-Za-z0-9]+", s) if len(w) > 2 and w.lower() not in STOPWORDS]
 
 
 def name_problem(name: str, context: str, truncated: bool = False) -> str | None:
@@ -53,7 +55,7 @@ def name_problem(name: str, context: str, truncated: bool = False) -> str | None
         return "the worked example's answer"
     if name.count(",") >= 2:
         return "a list, not a phrase"
-    stems = [s for s in _stems(name) if len(s) > 2]
+    stems = _stems(name)
     if len(stems) != len(set(stems)):
         return "a repeated word"
     if len(name.split()) > MAX_NAME_WORDS:

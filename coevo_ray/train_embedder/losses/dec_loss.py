@@ -35,7 +35,7 @@ def cluster_frequency(embeddings: np.ndarray, centroids: np.ndarray, alpha: floa
     total = torch.zeros(c.shape[0], dtype=torch.float64)
     with torch.no_grad():
         for start in range(0, len(embeddings), chunk_rows):
-            e = torch.as_tensor(np.asarray(embeddings[start:start + chunk_rows]), dtype=torch.float32)
+            e = torch.tensor(np.asarray(embeddings[start:start + chunk_rows]), dtype=torch.float32)
             total += student_t_assignments(e, c, alpha).sum(dim=0).double()
     return total.numpy()
 
