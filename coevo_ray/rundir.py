@@ -92,10 +92,10 @@ class RunDir:
         """Return (path, reused). ``build(tmp)`` writes the stage's files into ``tmp``."""
         path = self.stage_path(name, key)
         if path.exists():
-            logger.info("stage %s: reusing %s", name, path.name)
+            logger.debug("stage %s: reusing %s", name, path.name)
             self.reused.append(name)
             return path, True
-        logger.info("stage %s: running", name)
+        logger.debug("stage %s: running", name)
         start = time.perf_counter()
         atomic_dir(path, build)
         self.ran.append(name)

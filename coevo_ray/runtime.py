@@ -148,7 +148,7 @@ def fit_and_export(make_trainer: Callable[[Any], Any], name: str, storage_path: 
         with result.checkpoint.as_directory() as ckpt:
             shutil.copytree(ckpt, out, dirs_exist_ok=True)
         removed = _remove_checkpoints(result)
-    logger.info("%s: exported to %s; removed %d Ray Train checkpoint(s) from storage", what, out, removed)
+    logger.debug("%s: exported to %s; removed %d Ray Train checkpoint(s) from storage", what, out, removed)
     return out, dict(result.metrics or {})
 
 
