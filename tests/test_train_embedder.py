@@ -37,6 +37,14 @@ def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path, no_le
     trained = encode(load_encoder(str(out), device="cpu"), interps)
     assert trained.shape == base_emb.shape
     assert not np.allclose(trained, base_emb, atol=1e-4)
+    # The same rows in another order (as a Parquet stage read back gives them): the same embedder.
+    shuffled = ray.data.from_items([{"id": i, "text": texts[i], "interpretation": interps[i]}
+                                    for i in reversed(range(len(texts)))], override_num_blocks=3)
+    again = tmp_path / "digests-again"
+    again.mkdir()
+    train_embedder(minilm_dir, shuffled, tmp_path / "embedder-again", cfg, centroids=centroids,
+                   storage_path=str(tmp_path / "ray"), digest_dir=str(again))
+    assert json.loads((again / "rank0.json").read_text())["final"] == ranks[0]["final"]
 
 
 def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir, tmp_path, no_leftovers):

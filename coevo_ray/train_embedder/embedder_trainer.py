@@ -219,7 +219,9 @@ def train_embedder(
 
     # Materialised first: the workers then read blocks from the object store and launch no Ray
     # Data tasks, which would wait forever for a CPU while the workers hold every core.
-    pairs = pairs.select_columns(["id", "text", "interpretation"]).materialize()
+    # Sorted by id: the rows' order decides the batches, and a Parquet stage's row order follows
+    # its file names (random per run), so without it two fresh fits trained different embedders.
+    pairs = pairs.select_columns(["id", "text", "interpretation"]).sort("id").materialize()
     n_rows = pairs.count()
     scaling, torch_config = train_scaling(cfg.num_workers, cfg.cpus_per_worker)
     plan_steps(n_rows, scaling.num_workers, cfg)  # fail here, not inside the workers
