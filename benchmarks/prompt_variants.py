@@ -27,21 +27,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import DATASETS, machine, write_result  # noqa: E402
+from _common import CACHE as BENCH_CACHE, labelled_sample, machine, write_result  # noqa: E402
 
-CACHE = Path(__file__).resolve().parent / ".cache" / "prompt_variants"
+CACHE = BENCH_CACHE / "prompt_variants"
 #: variant → (prompt style, structured output: False, True (the full answer shape) or "sized"
 #: (the shape the library uses: shrunk to fit max_tokens, prompts.interpretation_regex))
 VARIANTS = {"paper": ("paper", False), "guided": ("guided", False), "exemplars": ("exemplars", False),
             "structured": ("guided", True), "structured-concise": ("concise", True),
             "structured-sized": ("guided", "sized")}
-
-
-def sample(dataset: str, n: int, seed: int):
-    from coevo_ray.data import load_corpus
-
-    corpus = load_corpus(DATASETS / f"{dataset}.jsonl", label_field="label").sample(n, seed)
-    return corpus.model_texts(), list(corpus.labels)
 
 
 def cache_path(dataset: str, llm: str, variant: str, args) -> Path:
@@ -63,7 +56,7 @@ def generate(llm: str, variant: str, args) -> None:
         out = cache_path(dataset, llm, variant, args)
         if out.exists():
             continue
-        texts, _ = sample(dataset, args.n, args.seed)
+        texts, _ = labelled_sample(dataset, args.n, args.seed)
         settings = GenerationSettings(task=PAPER_TASKS[dataset], prompt_style=style, temperatures=(0.0,),
                                       max_tokens=args.max_tokens, seed=args.seed,
                                       exemplars=exemplar_texts(texts, 8, args.seed) if style == "exemplars" else ())
@@ -220,7 +213,7 @@ def main() -> None:
               "embedder": args.embedder, "generation": "vLLM fp32, greedy, repetition_penalty 1.0",
               "kmeans": "mean of 5 seeds", "datasets": {}}
     for dataset in args.datasets:
-        texts, labels = sample(dataset, args.n, args.seed)
+        texts, labels = labelled_sample(dataset, args.n, args.seed)
         text_emb = encode(encoder, texts)
         entry = {"k": len(set(labels)), "raw_texts": _score_texts(text_emb, labels), "llms": {}}
         for llm in llms:
@@ -232,7 +225,7 @@ def main() -> None:
 
     if not args.no_train:
         dataset = args.datasets[0]
-        texts, labels = sample(dataset, args.n, args.seed)
+        texts, labels = labelled_sample(dataset, args.n, args.seed)
         result["after_embedder_training"] = {}
         for llm in llms:
             variants_here = result["datasets"][dataset]["llms"][llm]

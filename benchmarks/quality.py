@@ -27,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import DATASETS, machine, write_result  # noqa: E402
+from _common import CACHE as BENCH_CACHE, DATASETS, machine, stratified_indices, write_result  # noqa: E402
 
-CACHE = Path(__file__).resolve().parent / ".cache" / "quality"
+CACHE = BENCH_CACHE / "quality"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # The paper's table 1 (Qwen2.5-7B-Instruct + e5-large, full datasets): ACC, NMI per row; and
@@ -65,35 +65,22 @@ PAPER = {
                "Ours iter-1": (70.27, 83.36), "Ours iter-2": (70.54, 83.64), "Random": (70.65, None)},
 }
 
+# A benchmark profile = a library profile (coevo_ray/profiles.py, what the CLI's --profile runs)
+# + the LLM + the datasets and sample it is scored on.
 PROFILES = {
-    # SmolLM2-135M, a few hundred texts, 2 candidates, short answers, one iteration.
+    # SmolLM2-135M, a few hundred texts: the CLI's quick profile.
     "quick": {"datasets": "bank77,clinc_domain,goemo,massive_domain", "sample": 150,
-              "settings": {"llm": "smollm2-135m-instruct", "iterations": 1,
-                           "interpret": {"temperatures": (0.0, 1.0), "max_tokens": 40},
-                           "prefer": {"n_runs": 20, "max_pairs": 48},
-                           "train_embedder": {"learning_rate": 1e-5}}},
-    # Qwen2.5-Coder-0.5B with the paper's candidate set and iterations.
-    "paper": {"datasets": ",".join(PAPER), "sample": 0,
-              "settings": {"llm": "qwen2.5-coder-0.5b-instruct", "iterations": 2,
-                           "train_llm": {"per_device_batch_size": 1, "gradient_accumulation_steps": 4}}},
+              "profile": "quick", "llm": "smollm2-135m-instruct"},
+    # Qwen2.5-Coder-0.5B with the paper's candidate set and iterations; batch 1 × 4 to fit in memory.
+    "paper": {"datasets": ",".join(PAPER), "sample": 0, "profile": "paper", "llm": "qwen2.5-coder-0.5b-instruct",
+              "overrides": {"train_llm": {"per_device_batch_size": 1, "gradient_accumulation_steps": 4}}},
 }
 
 
-def stratified_sample(labels: list[str], n: int, seed: int) -> np.ndarray:
-    """Indices of a seeded sample that keeps the label proportions (every label at least once
-    when n allows): rank each row within its label in random order, take the lowest ranks."""
-    if not n or n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
-    sizes, seen, key = {}, {}, np.empty(len(labels))
-    for y in labels:
-        sizes[y] = sizes.get(y, 0) + 1
-    for i in order:
-        y = labels[i]
-        seen[y] = seen.get(y, 0) + 1
-        key[i] = (seen[y] - 0.5) / sizes[y] + rng.random() * 1e-9
-    return np.sort(np.argsort(key, kind="stable")[:n])
+def benchmark_settings(profile: dict) -> dict:
+    from coevo_ray.profiles import profile_settings
+
+    return {**profile_settings(profile["profile"]), "llm": profile["llm"], **profile.get("overrides", {})}
 
 
 def evaluate(x, labels) -> tuple[float, float]:
@@ -112,7 +99,7 @@ def run_dataset(name: str, args, settings: dict) -> dict:
     from coevo_ray.tables import read_table
 
     rows = [json.loads(line) for line in (DATASETS / f"{name}.jsonl").open()]
-    keep = stratified_sample([r["label"] for r in rows], args.sample, args.seed)
+    keep = stratified_indices([r["label"] for r in rows], args.sample, args.seed)
     texts, labels = [rows[i]["text"] for i in keep], [rows[i]["label"] for i in keep]
     k = len(set(labels))
     out = CACHE / args.profile / f"{name}-n{len(texts)}-s{args.seed}"
@@ -172,17 +159,18 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     profile = PROFILES[args.profile]
+    settings = benchmark_settings(profile)
     args.datasets = (args.datasets or profile["datasets"]).split(",")
     args.sample = profile["sample"] if args.sample is None else args.sample
     path = RESULTS / f"quality-{args.profile}.json"
     result = json.loads(path.read_text()) if path.exists() else {}
-    result.update({"profile": args.profile, "llm": profile["settings"]["llm"], "seed": args.seed,
-                   "machine": machine(), "settings": profile["settings"],
+    result.update({"profile": args.profile, "llm": profile["llm"], "seed": args.seed,
+                   "machine": machine(), "settings": settings,
                    "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:])})
     result.setdefault("datasets", {})
     for name in args.datasets:
         logging.info("quality: dataset %s", name)
-        result["datasets"][name] = {**run_dataset(name, args, profile["settings"]), "command": result["command"]}
+        result["datasets"][name] = {**run_dataset(name, args, settings), "command": result["command"]}
         write_result(path.name, result)  # after every dataset: an interrupted run keeps what finished
         (RESULTS / f"quality-{args.profile}.md").write_text(markdown(result))
     print(markdown(result))

@@ -245,7 +245,8 @@ def unit_layout(args) -> dict:
     """The interpret stage through Ray Data on N texts with one actor binding both cores or two
     actors of one thread each (vLLM engines are not thread-safe to share, so 2 × 1 is two engines)."""
     from coevo_ray.data import load_corpus
-    from coevo_ray.interpret import EngineSpec, GenerationSettings, StageResources, interpret_dataset
+    from coevo_ray.interpret import EngineSpec, GenerationSettings, interpret_dataset
+    from coevo_ray.resources import StageResources
     from coevo_ray.models import resolve_model
 
     actors, threads = (int(x) for x in args.layout.split("x"))
@@ -265,7 +266,8 @@ def unit_ray_overhead(args) -> dict:
 
     from coevo_ray.data import load_corpus
     from coevo_ray.embed import embed_dataset, encode, load_encoder
-    from coevo_ray.interpret import EngineSpec, GenerationSettings, StageResources, interpret_dataset
+    from coevo_ray.interpret import EngineSpec, GenerationSettings, interpret_dataset
+    from coevo_ray.resources import StageResources
     from coevo_ray.models import resolve_model
     from coevo_ray.prefer import PreferenceConfig
     from coevo_ray.prefer.stage import preference_stage, preference_stage_on_ray
@@ -417,7 +419,7 @@ def unit_scale_embed(args) -> dict:
     from coevo_ray.clustering import FaissKMeans
     from coevo_ray.data import load_corpus
     from coevo_ray.embed import embed_dataset
-    from coevo_ray.interpret import StageResources
+    from coevo_ray.resources import StageResources
     from coevo_ray.models import resolve_model
     from coevo_ray.prefer import PreferenceConfig
     from coevo_ray.prefer.stage import preference_stage_on_ray
@@ -456,7 +458,8 @@ def unit_scale_embed(args) -> dict:
 
 def unit_scale_generation(args) -> dict:
     from coevo_ray.data import load_corpus
-    from coevo_ray.interpret import EngineSpec, GenerationSettings, StageResources, interpret_dataset
+    from coevo_ray.interpret import EngineSpec, GenerationSettings, interpret_dataset
+    from coevo_ray.resources import StageResources
     from coevo_ray.models import resolve_model
 
     texts = corpus(args.n)

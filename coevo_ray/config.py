@@ -1,21 +1,24 @@
-"""Configuration dataclasses. Defaults follow the paper (appendix A.1) except where a comment
-says why they differ."""
+"""Configuration dataclasses, one per pipeline step, all here except the two trainers' (TRL style:
+``train_llm/dpo_config.py``, ``train_embedder/embedder_config.py``). Defaults follow the paper
+(appendix A.1) except where a comment says why they differ; each ``__post_init__`` checks its
+fields once."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from coevo_ray.choices import (
+    AdapterServing, Backend, KMeansInit, PreferenceRule, PromptStyle, Representation, check_choice, options,
+)
 from coevo_ray.data.corpus import DEFAULT_MAX_TEXT_CHARS
 from coevo_ray.errors import InputError
-from coevo_ray.interpret.prompts import PROMPT_STYLES, TaskDescription
-from coevo_ray.interpret.stage import StageResources
-from coevo_ray.prefer.density import PreferenceConfig
+from coevo_ray.interpret.prompts import TaskDescription
+from coevo_ray.resources import StageResources
 from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
 from coevo_ray.train_llm.dpo_config import LLMTrainConfig
-from coevo_ray.train_llm.merge import ADAPTER_SERVING
 
-REPRESENTATIONS = ("interpretation", "text", "concat")
+REPRESENTATIONS = options(Representation)
 
 
 @dataclass
@@ -23,34 +26,32 @@ class InterpretConfig:
     """Step 1: the LLM and how it writes interpretations."""
 
     llm: str = "smollm2-135m-instruct"  # paper: Qwen2.5-7B-Instruct (GPU); this runs on 2 CPU cores
-    backend: str = "vllm"
+    backend: Backend = "vllm"
     # "paper" is T_DESC verbatim. "guided" (text delimited, worked example) keeps 135M-0.5B
-    # models on the text: 200 bank77 texts, SmolLM2-135M: ACC 33.6 (paper) vs 50.8 (guided);
-    # "exemplars" adds corpus texts (Qwen2.5-0.5B: 57.7 vs 54.9). benchmarks/prompt_variants.py.
-    prompt_style: str = "guided"
+    # models on the text; "exemplars" adds corpus texts. Measured: README, "Measured defaults".
+    prompt_style: PromptStyle = "guided"
     n_exemplars: int = 8  # corpus texts (seeded sample, no labels) the "exemplars" style shows
     # Force answers into "Reasoning: <one line>\nKeywords: <= 8 comma-separated>" with vLLM
-    # structured output. None = on with vLLM (not in the paper): benchmarks/prompt_variants.py,
-    # 200 texts x 3 datasets x 2 LLMs: ACC >= unconstrained "guided" in all 6 cells, parse
-    # fallbacks 13-109 -> 0-1, 35% fewer output tokens with SmolLM2.
+    # structured output. None = on with vLLM (not in the paper): small LLMs keep the format and
+    # write fewer tokens at no loss of ACC (README, "Measured defaults").
     structured_output: bool | None = None
     # Shrink the structured answer shape to fit max_tokens (prompts.interpretation_regex), so the
     # grammar ends answers before max_tokens cuts them: cut answers are never chosen nor trained
-    # on. 200 texts x 4 sets, 48 tokens: cut answers 25-44% -> 8-14%, 24% fewer output tokens,
-    # greedy-interpretation ACC 1.8 lower on average (benchmarks/results/prompt_example_leak.md).
+    # on. Off: fewer cut answers but a lower ACC (benchmarks/results/prompt_sized_64.md).
     sized_answers: bool = False
     stop: tuple[str, ...] = ()
     temperatures: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)  # paper A.1: M+1 = 4 candidates
     max_tokens: int = 96  # not given in the paper; the paper's example answer is ~80 tokens
-    dtype: str = "float32"  # CPU: fp32 is 2.7x faster than bf16 in vLLM eager here (see engine.py)
+    dtype: str = "float32"  # CPU: vLLM eager is faster in fp32 than bf16 without AMX (see engine.py)
     max_model_len: int = 2048
     enforce_eager: bool = True
     kv_cache_gib: int = 2
     repetition_penalty: float = 1.0
     max_lora_rank: int = 64
     # How iterations >= 1 serve the DPO-trained LLM: "auto" = merged weights on CPU clusters
-    # (a runtime LoRA is ~7-16x slower on vLLM-CPU), vLLM LoRARequest on GPUs; or force one.
-    adapter_serving: str = "auto"
+    # (vLLM-CPU's runtime LoRA is several times slower: benchmarks/adapter_serving.py), vLLM
+    # LoRARequest on GPUs; or force one.
+    adapter_serving: AdapterServing = "auto"
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     resources: StageResources = field(default_factory=lambda: StageResources(batch_size=64))
 
@@ -67,8 +68,8 @@ class InterpretConfig:
             # guard, the density reference of eq. 8): a sampled one there is silently wrong.
             raise InputError(f"temperatures[0] must be 0.0 (the greedy interpretation), got {list(temps)}")
         self.temperatures = temps
-        if self.prompt_style not in PROMPT_STYLES:
-            raise InputError(f"unknown prompt style {self.prompt_style!r}; choose one of {PROMPT_STYLES}")
+        check_choice("prompt style", self.prompt_style, PromptStyle)
+        check_choice("generation backend", self.backend, Backend)
         if self.prompt_style == "exemplars" and self.n_exemplars < 1:
             raise InputError(f"prompt style 'exemplars' needs n_exemplars >= 1, got {self.n_exemplars}")
         if self.structured_output is None:
@@ -80,8 +81,7 @@ class InterpretConfig:
         self.stop = tuple(self.stop)
         if self.max_tokens < 1:
             raise InputError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.adapter_serving not in ADAPTER_SERVING:
-            raise InputError(f"adapter_serving must be one of {ADAPTER_SERVING}, got {self.adapter_serving!r}")
+        check_choice("adapter serving", self.adapter_serving, AdapterServing)
 
 
 @dataclass
@@ -89,6 +89,10 @@ class EmbedConfig:
     """Step 2: the embedding model."""
 
     embedder: str = "all-minilm-l6-v2"  # paper: e5-large (GPU)
+    # The embedder's task prompt for clustering: "auto" = its "Clustering" prompt when it has one
+    # (EmbeddingGemma), else none; None = none; or the name of one of its prompts. Used by every
+    # embedding of texts and interpretations and prepended in embedder training alike.
+    prompt_name: str | None = "auto"
     batch_size: int = 64
     resources: StageResources = field(default_factory=lambda: StageResources(batch_size=256))
     # A stage of at most this many rows, on a one-node cluster without GPUs, is embedded in the
@@ -129,6 +133,28 @@ class ClusterConfig:
             raise InputError(f"need 2 <= auto_k_min <= auto_k_max, got {self.auto_k_min}, {self.auto_k_max}")
 
 
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """Step 3: density-guided preferences (paper 3.2, eq. 7-9)."""
+
+    n_runs: int = 100  # paper A.1: "we perform KMeans 100 times"
+    max_pairs: int = 10_000  # paper A.1: 10,000 DPO samples
+    rule: PreferenceRule = "density"  # "random" is the paper's ablation (table 2)
+    normalize: bool = True
+    chunk_rows: int = 65_536  # candidate rows searched at once: bounds memory at large N
+    skip_identical: bool = True  # a pair whose chosen and rejected texts are equal teaches DPO nothing
+    # Seeding of each of the R runs. FAISS's random seeding picks the same winners as k-means++
+    # on bank77, faster (benchmarks/results/selection_speed.json). Averaging over R runs smooths
+    # the bad seeds that make random seeding risky for a single KMeans.
+    init: KMeansInit = "random"
+
+    def __post_init__(self) -> None:
+        check_choice("preference rule", self.rule, PreferenceRule)
+        check_choice("KMeans seeding", self.init, KMeansInit)
+        if self.n_runs < 1 or self.max_pairs < 1:
+            raise InputError("n_runs and max_pairs must be >= 1")
+
+
 SECTIONS = {"interpret": InterpretConfig, "embed": EmbedConfig, "cluster": ClusterConfig,
             "prefer": PreferenceConfig, "train_llm": LLMTrainConfig, "train_embedder": EmbedderTrainConfig}
 
@@ -138,7 +164,7 @@ class CoEvolverConfig:
     task: str
     n_clusters: int | str  # an integer >= 2, or "auto" (estimated after iteration 0's interpretations)
     iterations: int = 2  # paper A.1: "we generally perform 2 iterations"
-    representation: str = "interpretation"
+    representation: Representation = "interpretation"
     seed: int = 0
     output_dir: str | None = None
     interpret: InterpretConfig = field(default_factory=InterpretConfig)
@@ -154,8 +180,7 @@ class CoEvolverConfig:
             if isinstance(value, dict):
                 setattr(self, name, cls(**value))
         TaskDescription.parse(self.task)  # "<task>: <standard>", refused here rather than in an actor
-        if self.representation not in REPRESENTATIONS:
-            raise InputError(f"unknown representation {self.representation!r}; choose one of {REPRESENTATIONS}")
+        check_choice("representation", self.representation, Representation)
         k = self.n_clusters
         if k != "auto":
             if isinstance(k, bool) or not isinstance(k, int):
@@ -167,6 +192,21 @@ class CoEvolverConfig:
         if self.iterations > 0 and len(self.interpret.temperatures) < 2:
             raise InputError("iterations >= 1 need at least 2 temperatures (the greedy one and a sampled one) "
                              "to form preference pairs")
+
+    @classmethod
+    def from_params(cls, llm: str | None = None, embedder: str | None = None, **params: Any) -> "CoEvolverConfig":
+        """The configuration of ``CoEvolver(**params)``: sections may be dicts or config objects;
+        ``llm``/``embedder`` override the interpret/embed sections' models."""
+        config = cls(**{k: v for k, v in params.items() if not (k in SECTIONS and v is None)})
+        if llm is not None:
+            config.interpret = replace(config.interpret, llm=llm)
+        if embedder is not None:
+            config.embed = replace(config.embed, embedder=embedder)
+        return config
+
+    def estimator_params(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this configuration through ``CoEvolver``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

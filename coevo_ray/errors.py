@@ -15,3 +15,11 @@ class ModelNotFoundError(CoEvoError, FileNotFoundError):
 
 class RunDirectoryError(CoEvoError, RuntimeError):
     """The run directory is unwritable or was written by a different configuration."""
+
+
+class NotFittedError(CoEvoError, ValueError, AttributeError):
+    """A fitted-model method was called before ``fit`` or ``load`` (as scikit-learn's)."""
+
+
+class TrainingError(CoEvoError, RuntimeError):
+    """A training run (DPO or the embedder, on Ray Train) ended without a usable result."""

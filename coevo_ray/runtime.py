@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from coevo_ray.errors import TrainingError
+
 logger = logging.getLogger(__name__)
 
 
@@ -143,7 +145,7 @@ def fit_and_export(make_trainer: Callable[[Any], Any], name: str, storage_path: 
                                checkpoint_config=CheckpointConfig(num_to_keep=2))
         result = make_trainer(run_config).fit()
         if result.checkpoint is None:
-            raise RuntimeError(f"{what} finished without reporting a checkpoint")
+            raise TrainingError(f"{what} finished without reporting a checkpoint")
         out = Path(out_dir)
         with result.checkpoint.as_directory() as ckpt:
             shutil.copytree(ckpt, out, dirs_exist_ok=True)
@@ -178,24 +180,20 @@ def parameters_digest(module, name_contains: str = "") -> str:
     return digest.hexdigest()
 
 
-def write_rank_digests(digest_dir: str | None, rank: int, initial: str, final: str) -> None:
-    """One JSON file per Ray Train rank, for tests that compare ranks."""
-    if digest_dir:
-        import json
-        from pathlib import Path
+def gather_from_ranks(value: Any) -> list[Any]:
+    """``value`` of every Train rank, in rank order (a collective: every rank calls it)."""
+    import torch.distributed as dist
 
-        Path(digest_dir, f"rank{rank}.json").write_text(json.dumps({"initial": initial, "final": final}))
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    values: list = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
 
 
 def rank_nodes() -> list[str]:
-    """The Ray node ID of every Train rank, in rank order (a collective: every rank calls it).
-    Recorded in the training metrics so a multi-node run shows where its workers ran."""
+    """The Ray node ID of every Train rank, in rank order (a collective). Recorded in the
+    training metrics so a multi-node run shows where its workers ran."""
     import ray
-    import torch.distributed as dist
 
-    node = ray.get_runtime_context().get_node_id()
-    if not (dist.is_available() and dist.is_initialized()):
-        return [node]
-    nodes: list = [None] * dist.get_world_size()
-    dist.all_gather_object(nodes, node)
-    return nodes
+    return gather_from_ranks(ray.get_runtime_context().get_node_id())

@@ -1,5 +1,6 @@
-"""Bad settings and run directories are refused with a message that names the problem, before
-any model is loaded or any stage runs."""
+"""Bad settings and run directories are refused by ``fit`` with a message that names the problem,
+before any model is loaded or any stage runs (``__init__`` only stores parameters, as in
+scikit-learn)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from coevo_ray import CoEvolver
 from coevo_ray.errors import InputError, RunDirectoryError
 
 TASK = "intent: user intent"
+TEXTS = ["a b", "c d", "e f"]  # settings are checked before the texts are looked at
 
 
 @pytest.mark.parametrize("temps, message", [((), "temperatures must not be empty"),
@@ -18,19 +20,19 @@ TASK = "intent: user intent"
                                             ((0.5, 0.0), r"temperatures\[0\] must be 0.0")])
 def test_temperatures(temps, message):
     with pytest.raises(InputError, match=message):
-        CoEvolver(task=TASK, n_clusters=3, interpret={"temperatures": temps})
+        CoEvolver(task=TASK, n_clusters=3, interpret={"temperatures": temps}).fit(TEXTS)
 
 
 def test_one_temperature_cannot_make_pairs():
     with pytest.raises(InputError, match="at least 2 temperatures"):
-        CoEvolver(task=TASK, n_clusters=3, iterations=1, interpret={"temperatures": (0.0,)})
+        CoEvolver(task=TASK, n_clusters=3, iterations=1, interpret={"temperatures": (0.0,)}).fit(TEXTS)
 
 
 @pytest.mark.parametrize("k, message", [(1, "at least 2"), (0, "at least 2"), (2.5, "integer or 'auto'"),
                                         ("many", "integer or 'auto'"), (True, "integer or 'auto'")])
 def test_n_clusters(k, message):
     with pytest.raises(InputError, match=message):
-        CoEvolver(task=TASK, n_clusters=k)
+        CoEvolver(task=TASK, n_clusters=k).fit(TEXTS)
 
 
 def test_more_clusters_than_texts_is_refused_before_any_stage(tmp_path):
@@ -60,15 +62,15 @@ def test_output_directory_that_is_a_file(tmp_path):
 
 def test_task_prompt_and_backend_settings():
     with pytest.raises(InputError, match="<task>: <standard>"):
-        CoEvolver(task="no colon here", n_clusters=2)
+        CoEvolver(task="no colon here", n_clusters=2).fit(TEXTS)
     with pytest.raises(InputError, match="unknown prompt style"):
-        CoEvolver(task=TASK, n_clusters=2, interpret={"prompt_style": "fancy"})
+        CoEvolver(task=TASK, n_clusters=2, interpret={"prompt_style": "fancy"}).fit(TEXTS)
     with pytest.raises(InputError, match="n_exemplars >= 1"):
-        CoEvolver(task=TASK, n_clusters=2, interpret={"prompt_style": "exemplars", "n_exemplars": 0})
+        CoEvolver(task=TASK, n_clusters=2, interpret={"prompt_style": "exemplars", "n_exemplars": 0}).fit(TEXTS)
     with pytest.raises(InputError, match="structured_output needs backend='vllm'"):
-        CoEvolver(task=TASK, n_clusters=2, interpret={"structured_output": True, "backend": "transformers"})
+        CoEvolver(task=TASK, n_clusters=2, interpret={"structured_output": True, "backend": "transformers"}).fit(TEXTS)
     with pytest.raises(InputError, match="unknown representation"):
-        CoEvolver(task=TASK, n_clusters=2, representation="both")
+        CoEvolver(task=TASK, n_clusters=2, representation="both").fit(TEXTS)
 
 
 def test_unreadable_manifest_is_reported(tmp_path):
@@ -146,4 +148,28 @@ def test_pickled_arrays_are_refused(tmp_path):
 
 def test_sized_answers_need_structured_output():
     with pytest.raises(InputError, match="sized_answers .* needs structured_output=True"):
-        CoEvolver(task=TASK, n_clusters=3, interpret={"sized_answers": True, "structured_output": False})
+        CoEvolver(task=TASK, n_clusters=3, interpret={"sized_answers": True, "structured_output": False}).fit(TEXTS)
+
+
+def test_parameters_are_stored_and_checked_by_fit():
+    from coevo_ray.errors import NotFittedError
+
+    model = CoEvolver(task=TASK, n_clusters=1, interpret={"max_tokens": 8})
+    assert model.get_params()["n_clusters"] == 1 and model.get_params()["interpret"] == {"max_tokens": 8}
+    assert not hasattr(model, "labels_")
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.predict(["hello"])
+    with pytest.raises(InputError, match="at least 2"):
+        model.fit(TEXTS)
+    assert model.set_params(n_clusters=2).config.n_clusters == 2
+    with pytest.raises(InputError, match=r"unknown parameters \['clusters'\]"):
+        model.set_params(clusters=3)
+    clone = CoEvolver(**model.get_params())
+    assert clone.config == model.config
+
+
+def test_stages_must_keep_the_stage_contract():
+    with pytest.raises(InputError, match="unknown stage 'tokenize'"):
+        CoEvolver(task=TASK, n_clusters=2, stages={"tokenize": object()}).fit(TEXTS)
+    with pytest.raises(InputError, match=r"stage 'embed' must have a name and key\(ctx"):
+        CoEvolver(task=TASK, n_clusters=2, stages={"embed": lambda batch: batch}).fit(TEXTS)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from coevo_ray import CoEvolver
-from tests.conftest import read_jsonl
+from coevo_ray.testing import read_jsonl
 
 TASK = "intent: user intent"
 QUICK = dict(
@@ -23,10 +23,10 @@ QUICK = dict(
     cluster={"name_clusters": False},  # naming is covered in test_product.py
 )
 STAGES = ["baseline-embed-texts", "iter0-embed-candidates", "iter0-embed-interpretations", "iter0-interpret",
-          "iter0-train-embedder", "iter1-dpo", "iter1-embed-candidates", "iter1-embed-interpretations",
-          "iter1-interpret", "iter1-merged", "iter1-prefer", "iter1-train-embedder", "iter2-dpo",
-          "iter2-embed-interpretations", "iter2-embed-interpretations-final", "iter2-interpret", "iter2-merged",
-          "iter2-prefer", "iter2-train-embedder", "texts"]
+          "iter0-on-text", "iter0-train-embedder", "iter1-dpo", "iter1-embed-candidates",
+          "iter1-embed-interpretations", "iter1-interpret", "iter1-merged", "iter1-on-text", "iter1-prefer",
+          "iter1-train-embedder", "iter2-dpo", "iter2-embed-interpretations", "iter2-embed-interpretations-final",
+          "iter2-interpret", "iter2-merged", "iter2-on-text", "iter2-prefer", "iter2-train-embedder", "texts"]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_iteration2_continues_iteration1s_adapter_and_serves_a_new_merge(fitted)
     assert it2["rank_digest"] != it2["initial_digest"] and it2["steps"] == 3
     [merged1] = (out / "stages").glob("iter1-merged-*")
     [merged2] = (out / "stages").glob("iter2-merged-*")
-    assert model._llm.merged.resolve() == merged2.resolve() and model.adapter_dir_.name.startswith("iter2-dpo")
+    assert model.llm_.merged.resolve() == merged2.resolve() and model.adapter_dir_.name.startswith("iter2-dpo")
     weights = [(m / "model.safetensors").read_bytes() for m in (merged1, merged2)]
     assert weights[0] != weights[1]
 

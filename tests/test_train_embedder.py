@@ -7,7 +7,7 @@ import numpy as np
 from coevo_ray.clustering import FaissKMeans
 from coevo_ray.embed import encode, load_encoder
 from coevo_ray.train_embedder import EmbedderTrainConfig, train_embedder
-from tests.conftest import checkpoint_dirs, kill_a_train_worker_after_checkpoints, read_jsonl
+from coevo_ray.testing import checkpoint_dirs, kill_a_train_worker_after_checkpoints, read_jsonl
 
 
 def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path, no_leftovers):
@@ -19,15 +19,13 @@ def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path, no_le
     base_emb = encode(base, interps)
     centroids = FaissKMeans(4, seed=0).fit(base_emb).cluster_centers_
     ds = ray.data.from_items([{"id": i, "text": t, "interpretation": p} for i, (t, p) in enumerate(zip(texts, interps))])
-    digests = tmp_path / "digests"
-    digests.mkdir()
     cfg = EmbedderTrainConfig(learning_rate=1e-4, batch_size=8, max_steps=3, num_workers=2)
     out, metrics = train_embedder(minilm_dir, ds, tmp_path / "embedder", cfg, centroids=centroids,
-                                  storage_path=str(tmp_path / "ray"), digest_dir=str(digests))
+                                  storage_path=str(tmp_path / "ray"))
     print("\nembedder metrics:", json.dumps(metrics, indent=1))
-    ranks = [json.loads((digests / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["final"] == ranks[1]["final"], "DDP ranks ended with different embedders"
-    assert ranks[0]["final"] != ranks[0]["initial"], "training did not change the embedder"
+    digests = metrics["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1], "DDP ranks ended with different embedders"
+    assert digests[0] != metrics["initial_digest"], "training did not change the embedder"
     assert metrics["steps"] == 3 and metrics["world_size"] == 2
     assert not checkpoint_dirs(tmp_path / "ray")  # exported, so removed from Ray Train's storage
     assert any("pooler" in name for name in metrics["frozen"])
@@ -40,11 +38,9 @@ def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path, no_le
     # The same rows in another order (as a Parquet stage read back gives them): the same embedder.
     shuffled = ray.data.from_items([{"id": i, "text": texts[i], "interpretation": interps[i]}
                                     for i in reversed(range(len(texts)))], override_num_blocks=3)
-    again = tmp_path / "digests-again"
-    again.mkdir()
-    train_embedder(minilm_dir, shuffled, tmp_path / "embedder-again", cfg, centroids=centroids,
-                   storage_path=str(tmp_path / "ray"), digest_dir=str(again))
-    assert json.loads((again / "rank0.json").read_text())["final"] == ranks[0]["final"]
+    _, again = train_embedder(minilm_dir, shuffled, tmp_path / "embedder-again", cfg, centroids=centroids,
+                              storage_path=str(tmp_path / "ray"))
+    assert again["rank_digests"] == digests
 
 
 def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir, tmp_path, no_leftovers):
@@ -61,13 +57,11 @@ def test_killed_train_worker_resumes_from_its_checkpoint(ray_session, minilm_dir
                               dec_weight=0.0)  # 2 epochs x 12 steps
     storage = tmp_path / "ray"
     killer, killed = kill_a_train_worker_after_checkpoints(storage)
-    d1 = tmp_path / "d1"
-    d1.mkdir()
-    _, metrics = train_embedder(minilm_dir, ds, tmp_path / "killed", cfg, storage_path=str(storage), digest_dir=str(d1))
+    _, metrics = train_embedder(minilm_dir, ds, tmp_path / "killed", cfg, storage_path=str(storage))
     killer.join(timeout=5)
     assert "pid" in killed, "no Ray Train worker was killed"
     assert {"train_state.json", "train_state.safetensors"} <= killed["files"]
     assert metrics["steps"] == 24 and metrics["resumed_from_step"] >= 4, metrics
-    ranks = [json.loads((d1 / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["final"] == ranks[1]["final"] != ranks[0]["initial"]
+    digests = metrics["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1] != metrics["initial_digest"]
     assert np.isfinite(metrics["mean_loss"]) and metrics["mean_loss"] > 0

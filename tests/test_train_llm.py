@@ -4,10 +4,10 @@ import json
 
 
 from coevo_ray.interpret import EngineSpec, GenerationSettings, TaskDescription, interpret_dataset, render_prompt
-from coevo_ray.interpret.stage import StageResources
+from coevo_ray.resources import StageResources
 from coevo_ray.data import load_corpus
 from coevo_ray.train_llm import LLMTrainConfig, merge_adapter, train_dpo
-from tests.conftest import checkpoint_dirs, kill_a_train_worker_after_checkpoints, read_jsonl
+from coevo_ray.testing import checkpoint_dirs, kill_a_train_worker_after_checkpoints, read_jsonl
 
 TASK = "intent: user intent"
 
@@ -34,12 +34,10 @@ def test_dpo_on_two_workers_survives_a_killed_worker_learns_and_changes_vllm_out
     # A larger lr than the paper's 1e-5 so that 4 steps move greedy outputs visibly.
     cfg = LLMTrainConfig(max_steps=4, per_device_batch_size=2, learning_rate=1e-3, num_workers=2, max_length=384,
                          checkpoint_every=1)
-    digests = tmp_path / "digests"
-    digests.mkdir()
     storage = tmp_path / "ray"
     killer, killed = kill_a_train_worker_after_checkpoints(storage)
     adapter, metrics = train_dpo(str(smollm2_dir), pairs, tmp_path / "adapter", cfg,
-                                 storage_path=str(storage), evaluate=True, digest_dir=str(digests))
+                                 storage_path=str(storage), evaluate=True)
     killer.join(timeout=5)
     print("\nDPO metrics:", json.dumps(metrics, indent=1))
     assert "pid" in killed, "no Ray Train worker was killed"
@@ -49,9 +47,9 @@ def test_dpo_on_two_workers_survives_a_killed_worker_learns_and_changes_vllm_out
     assert not checkpoint_dirs(storage)  # removed from the storage once exported
     assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 64
-    ranks = [json.loads((digests / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["final"] == ranks[1]["final"], "DDP ranks ended with different adapters"
-    assert ranks[0]["final"] != ranks[0]["initial"], "training did not change the adapter"
+    digests = metrics["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1], "DDP ranks ended with different adapters"
+    assert digests[0] != metrics["initial_digest"], "training did not change the adapter"
     for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
         assert key in metrics
     # Learning: the mean reward margin on the fixed preference set grows (zero before: LoRA B = 0).

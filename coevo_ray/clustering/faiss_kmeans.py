@@ -10,7 +10,8 @@ import logging
 
 import numpy as np
 
-from coevo_ray.errors import InputError
+from coevo_ray.choices import KMeansInit, check_choice
+from coevo_ray.errors import InputError, NotFittedError
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ class FaissKMeans:
         self.normalize = normalize
         self.max_points_per_centroid = max_points_per_centroid
         self.use_gpu = use_gpu
-        if init not in ("k-means++", "random"):
-            raise InputError(f"init must be 'k-means++' or 'random', got {init!r}")
+        check_choice("KMeans seeding", init, KMeansInit)  # a public estimator, built directly too
         self.init = init
         self.cluster_centers_: np.ndarray | None = None
         self.labels_: np.ndarray | None = None
@@ -132,5 +132,5 @@ class FaissKMeans:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Assign new vectors to the fitted centroids."""
         if self.cluster_centers_ is None:
-            raise RuntimeError("FaissKMeans.predict called before fit")
+            raise NotFittedError("FaissKMeans.predict called before fit")
         return self._search(self._prepare(x))[0]

@@ -250,3 +250,14 @@ def load_corpus(
     texts = list(source) if not isinstance(source, (str, bytes)) else source
     stats = validate_texts(texts, labels, max_chars)
     return Corpus(list(texts), None if labels is None else [str(y) for y in labels], "<memory>", stats)
+
+
+def as_corpus(texts: Corpus | Sequence[str], labels: Sequence[Any] | None = None,
+              max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Corpus:
+    """What ``fit``/``predict`` take: a loaded ``Corpus`` as it is (``labels`` added when it has
+    none), anything else through :func:`load_corpus`."""
+    if not isinstance(texts, Corpus):
+        return load_corpus(texts, labels=labels, max_chars=max_chars)
+    if labels is not None and texts.labels is None:
+        return load_corpus(texts.texts, labels=labels, max_chars=max_chars)
+    return texts

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from coevo_ray.errors import InputError
 
 
 def load_encoder(model_dir: str, device: str | None = None):
@@ -28,8 +32,25 @@ def driver_encoder(model_dir: str):
 _DRIVER_ENCODER: tuple[str, object] | None = None
 
 
+def model_prompt(model_dir: str | Path, prompt_name: str | None = "auto") -> str:
+    """The prompt text an embedder gets for clustering: ``"auto"`` is its "Clustering" task
+    prompt when it defines one (EmbeddingGemma: "task: clustering | query: "), else none;
+    ``None`` is none; another name must be one of the model's prompts. Read from the model's
+    ``config_sentence_transformers.json``, without loading it."""
+    if prompt_name is None:
+        return ""
+    config = Path(model_dir) / "config_sentence_transformers.json"
+    prompts = json.loads(config.read_text()).get("prompts", {}) if config.exists() else {}
+    if prompt_name == "auto":
+        return prompts.get("Clustering", "")
+    if prompt_name not in prompts:
+        raise InputError(f"embedder {Path(model_dir).name} has no prompt {prompt_name!r}; "
+                         f"its prompts: {', '.join(prompts) or 'none'}")
+    return prompts[prompt_name]
+
+
 def encode(model, texts: Sequence[str], batch_size: int = 64, normalize: bool = True,
-           show_progress: bool = False) -> np.ndarray:
-    emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=normalize,
+           show_progress: bool = False, prompt: str = "") -> np.ndarray:
+    emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=normalize, prompt=prompt or None,
                        convert_to_numpy=True, show_progress_bar=show_progress)
     return np.asarray(emb, dtype=np.float32)

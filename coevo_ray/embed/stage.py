@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 
 from coevo_ray.embed.encoder import driver_encoder, encode, load_encoder
-from coevo_ray.interpret.stage import StageResources, actor_runtime_env
+from coevo_ray.resources import StageResources
 
 
 class EmbedUDF:
     """Adds ``output_column`` (float32, L2-normalised) computed from ``input_column``."""
 
     def __init__(self, model_dir: str, input_column: str = "text", output_column: str = "embedding",
-                 batch_size: int = 64, threads: int | None = None) -> None:
+                 batch_size: int = 64, threads: int | None = None, prompt: str = "") -> None:
         from coevo_ray.runtime import actor_threads
 
         actor_threads(threads)
@@ -29,36 +29,32 @@ class EmbedUDF:
         self.input_column = input_column
         self.output_column = output_column
         self.batch_size = batch_size
+        self.prompt = prompt
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         texts = [str(t) for t in batch[self.input_column]]
-        batch[self.output_column] = encode(self.model, texts, self.batch_size)
+        batch[self.output_column] = encode(self.model, texts, self.batch_size, prompt=self.prompt)
         return batch
 
 
 def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: str = "text",
-                  output_column: str = "embedding", encode_batch_size: int = 64):
-    import ray
-
+                  output_column: str = "embedding", encode_batch_size: int = 64, prompt: str = ""):
     return ds.map_batches(
         EmbedUDF,
         fn_constructor_kwargs={"model_dir": str(model_dir), "input_column": input_column,
                                "output_column": output_column, "threads": resources.threads,
-                               "batch_size": encode_batch_size},
-        batch_size=resources.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=resources.actors),
-        num_cpus=resources.cpus_per_actor,
-        num_gpus=resources.gpus_per_actor,
-        runtime_env=actor_runtime_env(resources.threads),
+                               "batch_size": encode_batch_size, "prompt": prompt},
         udf_modifying_row_count=False,
+        **resources.map_batches_kwargs(),
     )
 
 
 def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResources, column: str,
                   keep: list[str], greedy_only: bool = False, in_process_max_rows: int = 0,
-                  encode_batch_size: int = 64) -> str:
+                  encode_batch_size: int = 64, prompt: str = "") -> str:
     """Embed ``column`` of the Parquet stage ``source`` into Parquet files in ``out`` (the ``keep``
-    columns and ``embedding``). Returns where it ran: "driver" or "ray-data"."""
+    columns and ``embedding``), each text preceded by ``prompt``. Returns where it ran: "driver"
+    or "ray-data"."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
@@ -73,7 +69,7 @@ def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResou
         table = read_table(Path(source), keep + [column], sort_by=(),
                            filters=[("candidate", "=", 0)] if greedy_only else None)
         vectors = encode(driver_encoder(model_dir), [str(t) for t in table.column(column).to_pylist()],
-                         encode_batch_size)
+                         encode_batch_size, prompt=prompt)
         table = table.drop_columns([column]).append_column(
             "embedding", pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[1]))
         pq.write_table(table, Path(out) / "part-0.parquet")
@@ -83,6 +79,6 @@ def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResou
     ds = ray.data.read_parquet(str(source)).select_columns(keep + [column])
     if greedy_only:
         ds = ds.filter(expr=col("candidate") == 0)
-    embed_dataset(ds, model_dir, resources, input_column=column, encode_batch_size=encode_batch_size) \
+    embed_dataset(ds, model_dir, resources, input_column=column, encode_batch_size=encode_batch_size, prompt=prompt) \
         .drop_columns([column]).write_parquet(str(out))
     return "ray-data"

@@ -5,10 +5,10 @@ from coevo_ray.interpret.parsing import Interpretation, parse_interpretation
 from coevo_ray.interpret.prompts import (
     PROMPT_STYLES, TaskDescription, build_messages, exemplar_texts, render_prompt,
 )
-from coevo_ray.interpret.stage import GenerationSettings, InterpretUDF, StageResources, interpret_dataset
+from coevo_ray.interpret.stage import GenerationSettings, InterpretUDF, interpret_dataset
 
 __all__ = [
     "EngineSpec", "build_engine", "Interpretation", "parse_interpretation", "PROMPT_STYLES",
     "TaskDescription", "build_messages", "exemplar_texts", "render_prompt", "GenerationSettings", "InterpretUDF",
-    "StageResources", "interpret_dataset",
+    "interpret_dataset",
 ]

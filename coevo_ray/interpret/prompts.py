@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from coevo_ray.choices import PromptStyle, options
 from coevo_ray.errors import InputError
 
 PAPER_TEMPLATE = (
@@ -77,7 +78,7 @@ def interpretation_regex(max_tokens: int) -> str:
             rf"(, [A-Za-z0-9][^\n,]{{0,{keyword - 1}}}){{0,{n_keywords - 1}}}")
 
 
-PROMPT_STYLES = ("paper", "agnostic", "guided", "exemplars", "concise")
+PROMPT_STYLES = options(PromptStyle)
 
 #: Not an interpretation style: the request that names a cluster from its keywords and texts.
 NAMING_STYLE = "name"

@@ -31,13 +31,13 @@ def on_text_similarity(text_emb: np.ndarray, interp_emb: np.ndarray, seed: int =
 
 
 def sample_on_text_similarity(encoder_dir: str, texts: Sequence[str], interpretations: Sequence[str],
-                              sample: int = 256, seed: int = 0) -> dict[str, float]:
+                              sample: int = 256, seed: int = 0, prompt: str = "") -> dict[str, float]:
     """:func:`on_text_similarity` on a seeded sample, embedded in-process (CPU, a few seconds)."""
     from coevo_ray.embed import driver_encoder, encode
 
     n = len(texts)
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
     encoder = driver_encoder(encoder_dir)
-    t = encode(encoder, [texts[i] for i in idx])
-    i = encode(encoder, [interpretations[j] for j in idx])
+    t = encode(encoder, [texts[i] for i in idx], prompt=prompt)
+    i = encode(encoder, [interpretations[j] for j in idx], prompt=prompt)
     return on_text_similarity(t, i, seed)

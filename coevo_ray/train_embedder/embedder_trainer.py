@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from coevo_ray.errors import InputError
+from coevo_ray.errors import InputError, TrainingError
 from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
 
 logger = logging.getLogger(__name__)
@@ -124,10 +124,11 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
     from ray.train.torch import prepare_model
     from sentence_transformers import SentenceTransformer
 
-    from coevo_ray.runtime import parameters_digest, rank_nodes, report_staged, write_rank_digests
+    from coevo_ray.runtime import gather_from_ranks, parameters_digest, rank_nodes, report_staged
     from coevo_ray.train_embedder.losses import CoEvoEmbedderLoss
 
     cfg = EmbedderTrainConfig(**config["train"])
+    prompt = config.get("prompt", "")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     stage = scratch / "checkpoint" if rank == 0 else None  # rank 0 writes the checkpoints
@@ -166,8 +167,9 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
                 continue
             torch.manual_seed(cfg.seed + 7919 * step + rank)  # dropout masks depend on the step only
             began = time.perf_counter()
-            text_f = model.preprocess(rows["text"])
-            interp_f = model.preprocess(rows["interpretation"])
+            # The embedder's task prompt (if any) as ``encode(prompt=...)`` applies it: prepended.
+            text_f = model.preprocess([prompt + t for t in rows["text"]])
+            interp_f = model.preprocess([prompt + t for t in rows["interpretation"]])
             parts = ddp(text_f, interp_f)
             optimizer.zero_grad(set_to_none=True)
             parts[0].backward()
@@ -184,12 +186,13 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
             if step >= total_steps or step % steps_per_epoch == 0:
                 break
         if step == start:
-            raise RuntimeError(f"rank {rank} got no training batch (batch {batch}, {config['n_rows']} rows)")
+            raise TrainingError(f"rank {rank} got no training batch (batch {batch}, {config['n_rows']} rows)")
     metrics: dict[str, Any] = {f"mean_{k}": v / max(step, 1) for k, v in sums.items()}
     metrics.update(steps=step, world_size=world, batch_size=batch, frozen=frozen, step_times_s=step_times,
                    resumed_from_step=resumed_from, rank_nodes=rank_nodes(),
                    rank_digest=parameters_digest(loss_module.model), initial_digest=initial)
-    write_rank_digests(config.get("digest_dir"), rank, initial, metrics["rank_digest"])
+    # Every rank's trained parameters, hashed: DDP keeps them equal, and the metrics show it.
+    metrics["rank_digests"] = gather_from_ranks(metrics["rank_digest"])
 
     def write_model(out: Path) -> None:
         model.save(str(out), create_model_card=False)
@@ -205,12 +208,13 @@ def train_embedder(
     cfg: EmbedderTrainConfig,
     centroids: np.ndarray | None = None,
     storage_path: str | None = None,
-    digest_dir: str | None = None,
     cluster_frequency: np.ndarray | None = None,
+    prompt: str = "",
 ) -> tuple[Path, dict[str, Any]]:
     """Train on ``pairs`` (a Ray Dataset with ``id``, ``text``, ``interpretation``); write a
     sentence-transformers directory to ``out_dir``. ``centroids`` (K, D) initialise DEC;
-    ``cluster_frequency`` (K,) is DEC's f_j over the whole corpus (``dec_loss.cluster_frequency``)."""
+    ``cluster_frequency`` (K,) is DEC's f_j over the whole corpus (``dec_loss.cluster_frequency``);
+    ``prompt`` is prepended to both sides, as the embed stage encodes them (``embed.model_prompt``)."""
     from ray.data import ExecutionOptions
     from ray.train import DataConfig
     from ray.train.torch import TorchTrainer
@@ -227,7 +231,7 @@ def train_embedder(
     plan_steps(n_rows, scaling.num_workers, cfg)  # fail here, not inside the workers
     if not scaling.use_gpu:
         wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
-    config = {"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows, "digest_dir": digest_dir,
+    config = {"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows, "prompt": prompt,
               "centroids": None if centroids is None else np.asarray(centroids, np.float32),
               "cluster_frequency": None if cluster_frequency is None else np.asarray(cluster_frequency, np.float32)}
     return fit_and_export(

@@ -11,8 +11,8 @@ class LLMTrainConfig:
     learning_rate: float = 1e-5  # paper A.1 (TRL default 1e-6)
     beta: float = 0.25  # paper A.1 (TRL default 0.1)
     per_device_batch_size: int = 4  # paper A.1: batch 4 (per worker here)
-    # Pairs per worker step = per_device_batch_size × this. Qwen2.5-0.5B at batch 4 needs ~10 GB
-    # per CPU worker (151k-token vocabulary logits for chosen, rejected and reference): 1 × 4 fits.
+    # Pairs per worker step = per_device_batch_size × this. A 151k-token vocabulary (Qwen) makes
+    # batch 4 need far more memory per CPU worker than 1 × 4 (logits of chosen, rejected, reference).
     gradient_accumulation_steps: int = 1
     lora_r: int = 64  # paper A.1
     lora_alpha: int = 128

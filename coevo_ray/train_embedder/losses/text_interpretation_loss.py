@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coevo_ray.train_embedder.embedder_config import NEGATIVE_SOURCES
+from coevo_ray.choices import NegativeSource, check_choice
 from coevo_ray.train_embedder.losses._similarity import cosine_logits
 
 
 class TextInterpretationLoss(nn.Module):
     def __init__(self, tau: float = 0.1, negatives: str = "texts") -> None:
         super().__init__()
-        if negatives not in NEGATIVE_SOURCES:
-            raise ValueError(f"negatives must be one of {NEGATIVE_SOURCES}, got {negatives!r}")
+        # A public loss module, built directly as well as from a checked config (sentence-transformers style).
+        check_choice("negatives source", negatives, NegativeSource)
         self.tau = tau
         self.negatives = negatives
 

@@ -1,0 +1,26 @@
+"""Every string switch of the package as a ``Literal`` type, and the one check that refuses a
+value outside it. Configs check their fields here once, in ``__post_init__``; the code that
+reads a checked config trusts it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from coevo_ray.errors import InputError
+
+Representation = Literal["interpretation", "text", "concat"]
+PromptStyle = Literal["paper", "agnostic", "guided", "exemplars", "concise"]
+Backend = Literal["vllm", "transformers"]
+AdapterServing = Literal["auto", "merged", "lora"]  # how a DPO-trained LLM is served
+PreferenceRule = Literal["density", "random"]  # "random": the paper's ablation (table 2)
+KMeansInit = Literal["k-means++", "random"]
+NegativeSource = Literal["texts", "interpretations"]  # where eq. 12's in-batch negatives come from
+
+
+def options(choice: Any) -> tuple[str, ...]:
+    return get_args(choice)
+
+
+def check_choice(what: str, value: Any, choice: Any) -> None:
+    if value not in get_args(choice):
+        raise InputError(f"unknown {what} {value!r}; choose one of {', '.join(get_args(choice))}")

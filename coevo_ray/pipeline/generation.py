@@ -1,0 +1,84 @@
+"""Stages that run the LLM: the interpretations of every text (paper 3.1) and the cluster names."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from coevo_ray.interpret import EngineSpec, GenerationSettings, interpret_dataset
+from coevo_ray.interpret.prompts import INTERPRETATION_REGEX, NAME_REGEX, NAMING_STYLE, interpretation_regex
+from coevo_ray.interpret.stage import GENERATION_SCHEMA
+from coevo_ray.pipeline.context import LLMWeights, RunContext
+from coevo_ray.progress import parquet_progress
+from coevo_ray.rundir import fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+def engine_spec(ctx: RunContext, llm: LLMWeights, structured: bool) -> EngineSpec:
+    cfg = ctx.config.interpret
+    model_dir, adapter_dir = llm.engine_dirs
+    return EngineSpec(
+        model_dir=model_dir, adapter_dir=adapter_dir, backend=cfg.backend, dtype=cfg.dtype,
+        max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager, kv_cache_gib=cfg.kv_cache_gib,
+        repetition_penalty=cfg.repetition_penalty, max_lora_rank=cfg.max_lora_rank, seed=ctx.seed(),
+        stop=cfg.stop, structured_regex=None if not structured else (
+            interpretation_regex(cfg.max_tokens) if cfg.sized_answers else INTERPRETATION_REGEX),
+    )
+
+
+class InterpretStage:
+    """Every text → one parsed interpretation per temperature (``interpret.stage`` on Ray Data).
+    Inputs: ``llm`` (the weights to serve), ``temperatures``, ``step`` (for progress lines)."""
+
+    name = "interpret"
+
+    def _plan(self, ctx: RunContext, llm: LLMWeights, temperatures: tuple[float, ...]):
+        cfg = ctx.config.interpret
+        settings = GenerationSettings(task=ctx.config.task, prompt_style=cfg.prompt_style, temperatures=temperatures,
+                                      max_tokens=cfg.max_tokens, seed=ctx.seed(), exemplars=ctx.exemplars)
+        return engine_spec(ctx, llm, cfg.structured_output), settings
+
+    def key(self, ctx: RunContext, llm: LLMWeights, temperatures: tuple[float, ...], step: str = "") -> str:
+        spec, settings = self._plan(ctx, llm, temperatures)
+        return fingerprint("interpret", GENERATION_SCHEMA, ctx.corpus_key, spec.model_dir, spec.adapter_dir,
+                           spec.backend, spec.dtype, spec.repetition_penalty, spec.stop, spec.structured_regex,
+                           settings, ctx.config.interpret.max_text_chars)
+
+    def build(self, ctx: RunContext, out: Path, llm: LLMWeights, temperatures: tuple[float, ...],
+              step: str = "") -> None:
+        spec, settings = self._plan(ctx, llm, temperatures)
+        cfg, n = ctx.config.interpret, len(ctx.corpus)
+        logger.info("%s: interpret %d texts x %d temperatures with %s%s [%s]", step, n, len(temperatures),
+                    Path(spec.model_dir).name, " + LoRA" if spec.adapter_dir else "", spec.backend)
+        with parquet_progress(out, n * len(temperatures), f"{step}-interpret"):
+            interpret_dataset(ctx.corpus.to_ray_dataset(cfg.max_text_chars), spec, settings,
+                              cfg.resources).write_parquet(str(out))
+
+
+class NamesStage:
+    """One greedy request per cluster (``NAMING_STYLE`` prompt); writes id, raw, finish_reason.
+    Inputs: ``llm`` and ``requests`` (one rendered cluster description each)."""
+
+    name = "names"
+
+    def _plan(self, ctx: RunContext, llm: LLMWeights):
+        spec = replace(engine_spec(ctx, llm, structured=False),
+                       structured_regex=NAME_REGEX if ctx.config.interpret.backend == "vllm" else None)
+        settings = GenerationSettings(task=ctx.config.task, prompt_style=NAMING_STYLE, temperatures=(0.0,),
+                                      max_tokens=16, seed=ctx.seed())
+        return spec, settings
+
+    def key(self, ctx: RunContext, llm: LLMWeights, requests: list[str]) -> str:
+        spec, settings = self._plan(ctx, llm)
+        return fingerprint("names", GENERATION_SCHEMA, spec.model_dir, spec.adapter_dir, requests, settings)
+
+    def build(self, ctx: RunContext, out: Path, llm: LLMWeights, requests: list[str]) -> None:
+        import ray
+
+        spec, settings = self._plan(ctx, llm)
+        logger.info("naming %d clusters with %s", len(requests), Path(spec.model_dir).name)
+        ds = ray.data.from_items([{"id": i, "text": r} for i, r in enumerate(requests)])
+        interpret_dataset(ds, spec, settings, ctx.config.interpret.resources).select_columns(
+            ["id", "raw", "finish_reason"]).write_parquet(str(out))

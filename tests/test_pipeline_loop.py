@@ -1,0 +1,110 @@
+"""The co-evolution loop with fake stages (``coevo_ray.testing``): which stage runs when, on what
+inputs, and that finished stages are reused — in seconds, without Ray or a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from coevo_ray.config import CoEvolverConfig
+from coevo_ray.data import load_corpus
+from coevo_ray.pipeline import RunContext, run_coevolution
+from coevo_ray.pipeline.outputs import describe_clusters, write_outputs
+from coevo_ray.testing import FakeStage, fake_stages
+
+TOPICS = 4
+TEXTS = [f"a request about topic{i % TOPICS} number {i}" for i in range(24)]
+LABELS = [f"t{i % TOPICS}" for i in range(24)]
+
+
+def _fit(tmp_path: Path, stages=None, **params):
+    config = CoEvolverConfig(task="intent: user intent", output_dir=str(tmp_path / "run"),
+                             **{"n_clusters": TOPICS, "iterations": 2, **params})
+    FakeStage.calls.clear()
+    ctx = RunContext.open(config, load_corpus(TEXTS, labels=LABELS), resume=True)
+    stages = stages or fake_stages()
+    result = run_coevolution(ctx, stages, tmp_path / "base-llm", tmp_path / "base-embedder")
+    return ctx, stages, result
+
+
+def test_stages_run_in_the_papers_order_on_each_others_outputs(tmp_path):
+    ctx, _, result = _fit(tmp_path)
+    order = list(ctx.timings)
+    per_iteration = ["embed-interpretations", "train-embedder", "embed-candidates", "on-text"]
+    assert order == ["iter0-interpret", *[f"iter0-{s}" for s in per_iteration],
+                     "iter1-prefer", "iter1-dpo", "iter1-merged", "iter1-interpret",
+                     *[f"iter1-{s}" for s in per_iteration],
+                     "iter2-prefer", "iter2-dpo", "iter2-merged", "iter2-interpret", "iter2-embed-interpretations",
+                     "iter2-train-embedder", "iter2-embed-interpretations-final", "iter2-on-text",
+                     "cluster", "texts", "baseline-embed-texts"]
+    calls = FakeStage.calls
+    interprets = [inputs for name, inputs in calls if name == "interpret"]
+    assert [len(i["temperatures"]) for i in interprets] == [4, 4, 1]  # the last LLM writes greedy answers only
+    assert interprets[0]["llm"].adapter is None and interprets[0]["llm"].base == tmp_path / "base-llm"
+    dpo = [inputs for name, inputs in calls if name == "dpo"]
+    assert dpo[0]["llm"].adapter is None and dpo[1]["llm"].adapter.name.startswith("iter1-dpo-")
+    assert interprets[2]["llm"].merged.name.startswith("iter2-merged-")  # served merged on CPU
+    trains = [inputs for name, inputs in calls if name == "train-embedder"]
+    assert trains[0]["emb_dir"] == tmp_path / "base-embedder"
+    assert [t["emb_dir"].name.split("-")[0] for t in trains[1:]] == ["iter0", "iter1"]  # each continues the last
+    prefers = [inputs for name, inputs in calls if name == "prefer"]
+    assert prefers[1]["embedded"].name.startswith("iter1-embed-candidates-")
+    assert prefers[1]["generated"].name.startswith("iter1-interpret-")
+
+    assert [h["iteration"] for h in result.history] == [0, 1, 2]
+    assert all(h["acc"] == 100.0 for h in result.history) and result.baseline["acc"] == 100.0
+    assert result.history[1]["preferences"]["pairs"] == len(TEXTS) and result.history[1]["dpo"]["steps"] == 1
+    assert result.llm.adapter.name.startswith("iter2-dpo-") and result.embedder_dir.name.startswith("iter2-train")
+    assert result.interpretations[0].startswith("about topic0 (0, iter2-merged-")
+
+
+def test_a_rerun_reuses_every_stage_and_gives_the_same_labels(tmp_path):
+    _, _, first = _fit(tmp_path)
+    ctx, _, again = _fit(tmp_path)
+    assert FakeStage.calls == [] and set(ctx.run.ran) == set()
+    np.testing.assert_array_equal(again.labels, first.labels)
+
+
+def test_a_changed_setting_reruns_only_what_depends_on_it(tmp_path):
+    _fit(tmp_path)
+    ctx, _, _ = _fit(tmp_path, train_embedder={"learning_rate": 1e-4})
+    assert ctx.run.ran[0] == "iter0-train-embedder" and "iter0-interpret" in ctx.run.reused
+
+
+def test_without_pairs_the_llm_is_left_as_it_is(tmp_path):
+    ctx, _, result = _fit(tmp_path, stages=fake_stages(pairs=False), iterations=1)
+    assert not any(name.endswith("-dpo") for name in ctx.timings)
+    assert result.llm.adapter is None and "dpo" not in result.history[1]
+
+
+def test_auto_k_is_fixed_on_iteration_0s_interpretations(tmp_path):
+    ctx, _, result = _fit(tmp_path, n_clusters="auto", iterations=0, cluster={"auto_k_max": 8})
+    assert result.n_clusters == TOPICS and result.history[0]["auto_k"]["k"] == TOPICS
+    assert "iter0-auto-k" in ctx.timings
+
+
+def test_descriptions_and_outputs(tmp_path):
+    ctx, stages, result = _fit(tmp_path, iterations=0)
+    description = describe_clusters(ctx, stages, result)
+    assert sorted(description.names) == [f"Cluster of topic{t}" for t in range(TOPICS)]
+    write_outputs(ctx, result, description)
+    rows = [json.loads(line) for line in (ctx.run.root / "assignments.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == TEXTS
+    assert all(r["cluster_name"] == f"Cluster of topic{i % TOPICS}" for i, r in enumerate(rows))
+
+
+def test_the_estimator_takes_plug_in_stages(ray_session, tmp_path):
+    """``CoEvolver(stages=...)`` runs the same loop; local model directories stand for the models."""
+    from coevo_ray import CoEvolver
+
+    for name in ("llm", "embedder"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "model.safetensors").write_bytes(b"")
+    model = CoEvolver(task="intent: user intent", n_clusters=TOPICS, iterations=1, llm=str(tmp_path / "llm"),
+                      embedder=str(tmp_path / "embedder"), output_dir=str(tmp_path / "run"), stages=fake_stages())
+    labels = model.fit(TEXTS, LABELS).labels_
+    assert model.history_[-1]["acc"] == 100.0 and len(set(labels)) == TOPICS
+    assert (model.run_dir_ / "summary.json").exists() and model.cluster_names_[labels[0]] == "Cluster of topic0"
