@@ -2,11 +2,13 @@
 
 Rows (ACC / NMI, mean of 5 KMeans seeds, on the same seeded stratified sample for every row):
   KMeans       raw-text embeddings ("E5-KMeans" with our embedder)
+  KMeans (e)   the same with each offline embedder e of the profile (its clustering prompt)
   Keyphrase    [E(text), E(iteration-0 interpretation)] with the untrained embedder
   Ours iter-t  the co-evolution loop after t iterations (CoEvolver.history_)
   Random       the last iteration with randomly chosen preferred candidates (table 2's ablation)
 
     python benchmarks/quality.py --profile quick                # SmolLM2-135M, 4 datasets, iter <= 1
+    python benchmarks/quality.py --profile cpu --rows baselines # plain KMeans per embedder, 6 sets
     python benchmarks/quality.py --profile paper --datasets bank77,goemo --sample 1000
 
 Every fit keeps its stages under benchmarks/.cache/quality/<profile>/<dataset>/ (the Random run
@@ -71,6 +73,12 @@ PROFILES = {
     # SmolLM2-135M, a few hundred texts: the CLI's quick profile.
     "quick": {"datasets": "bank77,clinc_domain,goemo,massive_domain", "sample": 150,
               "profile": "quick", "llm": "smollm2-135m-instruct"},
+    # What decides the defaults on this hardware (issue 16): six sets of different kinds, a seeded
+    # stratified sample of max(300, 4 x K) texts each, two iterations, and plain KMeans with each
+    # offline embedder side by side.
+    "cpu": {"datasets": "bank77,massive_intent,clinc_domain,goemo,reddit,fewrel", "sample": "auto",
+            "profile": "quick", "llm": "smollm2-135m-instruct", "overrides": {"iterations": 2},
+            "embedders": ["all-minilm-l6-v2", "embeddinggemma-300m", "all-mpnet-base-v2"]},
     # Qwen2.5-Coder-0.5B with the paper's candidate set and iterations; batch 1 × 4 to fit in memory.
     "paper": {"datasets": ",".join(PAPER), "sample": 0, "profile": "paper", "llm": "qwen2.5-coder-0.5b-instruct",
               "overrides": {"train_llm": {"per_device_batch_size": 1, "gradient_accumulation_steps": 4}}},
@@ -90,7 +98,27 @@ def evaluate(x, labels) -> tuple[float, float]:
     return round(s["acc"], 2), round(s["nmi"], 2)
 
 
-def run_dataset(name: str, args, settings: dict) -> dict:
+def kmeans_rows(texts: list[str], labels: list[str], embedders: list[str]) -> dict:
+    """Plain KMeans on the raw texts with each embedder (its clustering prompt, if it has one)."""
+    from coevo_ray.embed import encode, load_encoder, model_prompt
+    from coevo_ray.models import resolve_model
+
+    rows = {}
+    for alias in embedders:
+        path = resolve_model(alias)
+        start = time.perf_counter()
+        vectors = encode(load_encoder(str(path), device="cpu"), texts, prompt=model_prompt(path))
+        logging.info("quality: %s embedded %d texts in %.0f s", alias, len(texts), time.perf_counter() - start)
+        rows[f"KMeans ({alias})"] = evaluate(vectors, labels)
+    return rows
+
+
+def sample_size(labels: list[str], setting) -> int:
+    """``"auto"``: at least 300 texts and 4 per class on average."""
+    return max(300, 4 * len(set(labels))) if setting == "auto" else setting
+
+
+def run_dataset(name: str, args, settings: dict, embedders: list[str]) -> dict:
     from coevo_ray import CoEvolver
     from coevo_ray.clustering import l2_normalize
     from coevo_ray.data import paper_preset
@@ -99,9 +127,13 @@ def run_dataset(name: str, args, settings: dict) -> dict:
     from coevo_ray.tables import read_table
 
     rows = [json.loads(line) for line in (DATASETS / f"{name}.jsonl").open()]
-    keep = stratified_indices([r["label"] for r in rows], args.sample, args.seed)
+    keep = stratified_indices([r["label"] for r in rows], sample_size([r["label"] for r in rows], args.sample),
+                              args.seed)
     texts, labels = [rows[i]["text"] for i in keep], [rows[i]["label"] for i in keep]
     k = len(set(labels))
+    baselines = {"n": len(texts), "k": k, "rows": kmeans_rows(texts, labels, embedders)}
+    if args.rows == "baselines":
+        return baselines
     out = CACHE / args.profile / f"{name}-n{len(texts)}-s{args.seed}"
     common = dict(n_clusters=k, seed=args.seed, output_dir=str(out), **paper_preset(name, settings))
     start = time.perf_counter()
@@ -118,9 +150,10 @@ def run_dataset(name: str, args, settings: dict) -> dict:
     greedy = read_table(iter0, columns=["id", "candidate", "interpretation"], sort_by=[("id", "ascending")])
     greedy = greedy.filter(np.asarray(greedy.column("candidate")) == 0).column("interpretation").to_pylist()
     interp_emb = encode(encoder, greedy)
-    result = {"n": len(texts), "k": k, "rows": {
+    result = {**baselines, "rows": {
         "KMeans": evaluate(text_emb, labels),
-        "Keyphrase": evaluate(np.hstack([l2_normalize(text_emb), l2_normalize(interp_emb)]), labels)}}
+        "Keyphrase": evaluate(np.hstack([l2_normalize(text_emb), l2_normalize(interp_emb)]), labels),
+        **baselines["rows"]}}
     for h in ours.history_:
         result["rows"][f"Ours iter-{h['iteration']}"] = (round(h["acc"], 2), round(h["nmi"], 2))
     result["rows"]["Random"] = (round(rand.history_[-1]["acc"], 2), round(rand.history_[-1]["nmi"], 2))
@@ -130,13 +163,15 @@ def run_dataset(name: str, args, settings: dict) -> dict:
 
 
 def markdown(result: dict) -> str:
-    names = ["KMeans", "Keyphrase", "Ours iter-0", "Ours iter-1", "Ours iter-2", "Random"]
-    lines = [f"Profile `{result['profile']}`, LLM `{result['llm']}`, embedder all-MiniLM-L6-v2; "
+    names = ["KMeans", *[f"KMeans ({e})" for e in result.get("embedders", [])], "Keyphrase", "Ours iter-0",
+             "Ours iter-1", "Ours iter-2", "Random"]
+    lines = [f"Profile `{result['profile']}`, LLM `{result['llm']}`, embedder of Ours / KMeans / Keyphrase "
+             "all-MiniLM-L6-v2; KMeans (e): raw texts with embedder e and its clustering prompt; "
              "ACC / NMI, mean of 5 KMeans seeds; paper = Qwen2.5-7B + e5-large on the full dataset "
              "(Random: ACC only, table 2). Δ = gain over our KMeans row.\n",
              "| dataset | n | K | row | ours ACC / NMI | Δ ACC | paper ACC / NMI |", "|---|---|---|---|---|---|---|"]
     for name, r in result["datasets"].items():
-        base = r["rows"]["KMeans"][0]
+        base = r["rows"].get("KMeans", next(iter(r["rows"].values())))[0]
         for row in names:
             if row not in r["rows"]:
                 continue
@@ -155,6 +190,8 @@ def main() -> None:
     p.add_argument("--profile", choices=PROFILES, default="quick")
     p.add_argument("--datasets", default=None, help="comma-separated dataset file stems (default: the profile's)")
     p.add_argument("--sample", type=int, default=None, help="stratified sample per dataset; 0 = all texts")
+    p.add_argument("--rows", choices=("all", "baselines"), default="all",
+                   help="baselines: only the plain-KMeans rows (minutes), not the co-evolution fits")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -164,13 +201,18 @@ def main() -> None:
     args.sample = profile["sample"] if args.sample is None else args.sample
     path = RESULTS / f"quality-{args.profile}.json"
     result = json.loads(path.read_text()) if path.exists() else {}
-    result.update({"profile": args.profile, "llm": profile["llm"], "seed": args.seed,
+    embedders = profile.get("embedders", ["all-minilm-l6-v2"])
+    result.update({"profile": args.profile, "llm": profile["llm"], "seed": args.seed, "embedders": embedders,
                    "machine": machine(), "settings": settings,
                    "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:])})
     result.setdefault("datasets", {})
     for name in args.datasets:
         logging.info("quality: dataset %s", name)
-        result["datasets"][name] = {**run_dataset(name, args, settings), "command": result["command"]}
+        done = run_dataset(name, args, settings, embedders)
+        before = result["datasets"].get(name, {})
+        # A baselines-only run keeps the fits' rows of an earlier full run, and vice versa.
+        result["datasets"][name] = {**before, **done, "rows": {**before.get("rows", {}), **done["rows"]},
+                                    "command": result["command"]}
         write_result(path.name, result)  # after every dataset: an interrupted run keeps what finished
         (RESULTS / f"quality-{args.profile}.md").write_text(markdown(result))
     print(markdown(result))
