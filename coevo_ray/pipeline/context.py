@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,14 +49,15 @@ class RunContext:
         """A fit's context: the run directory is claimed for ``config`` (refused when another
         configuration wrote it, unless ``resume``) and the prompt's exemplars are drawn."""
         run = RunDir(config.output_dir)
-        run.open_run({**{k: v for k, v in config.to_dict().items() if k != "output_dir"},
-                      "corpus": fingerprint("corpus", corpus.texts)}, resume)
         interpret = config.interpret
         exemplars = (exemplar_texts(corpus.model_texts(interpret.max_text_chars), interpret.n_exemplars, config.seed)
                      if interpret.prompt_style == "exemplars" else ())
-        return cls(config, run, corpus, exemplars)
+        ctx = cls(config, run, corpus, exemplars)
+        run.open_run({**{k: v for k, v in config.to_dict().items() if k != "output_dir"},
+                      "corpus": ctx.corpus_key}, resume)
+        return ctx
 
-    @property
+    @cached_property  # hashing every text once per run, not once per stage key
     def corpus_key(self) -> str:
         return fingerprint("corpus", self.corpus.texts)
 
