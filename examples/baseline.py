@@ -24,14 +24,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from coevo_ray.data import load_corpus
-    from coevo_ray.embed import encode, load_encoder
+    from coevo_ray.embed import encode, load_encoder, model_prompt
     from coevo_ray.metrics import evaluate_kmeans_protocol
     from coevo_ray.models import resolve_model
 
     corpus = load_corpus(args.input, text_field=args.text_field, label_field=args.label_field)
     k = args.k or corpus.n_classes
     start = time.perf_counter()
-    emb = encode(load_encoder(resolve_model(args.embedder)), corpus.model_texts(), show_progress=True)
+    path = resolve_model(args.embedder)
+    emb = encode(load_encoder(path), corpus.model_texts(), show_progress=True, prompt=model_prompt(path))
     t_embed = time.perf_counter() - start
     scores = evaluate_kmeans_protocol(emb, corpus.labels, k)
     result = {"input": args.input, "n": len(corpus), "k": k, "embedder": args.embedder,
