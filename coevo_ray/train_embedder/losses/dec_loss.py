@@ -44,9 +44,10 @@ class DECLoss(nn.Module):
     def __init__(self, centroids: np.ndarray | torch.Tensor, alpha: float = 1.0,
                  cluster_frequency: np.ndarray | None = None) -> None:
         super().__init__()
-        self.centroids = nn.Parameter(torch.as_tensor(np.asarray(centroids), dtype=torch.float32).clone())
+        # np.array copies: arrays from Ray's object store are read-only, which torch warns about.
+        self.centroids = nn.Parameter(torch.from_numpy(np.array(centroids, dtype=np.float32)))
         self.alpha = alpha
-        freq = None if cluster_frequency is None else torch.as_tensor(np.asarray(cluster_frequency), dtype=torch.float32)
+        freq = None if cluster_frequency is None else torch.from_numpy(np.array(cluster_frequency, dtype=np.float32))
         self.register_buffer("frequency", freq)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
