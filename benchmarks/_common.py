@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -114,3 +116,66 @@ def labelled_sample(dataset: str, n: int, seed: int) -> tuple[list[str], list[st
 
     corpus = load_corpus(DATASETS / f"{dataset}.jsonl", label_field="label").sample(n, seed)
     return corpus.model_texts(), list(corpus.labels)
+
+
+class PeakMemory:
+    """Peak RSS of this process (ru_maxrss) and, sampled every 0.2 s, the summed RSS of the Ray
+    worker processes this driver's cluster started (its descendants; shared pages count in each)."""
+
+    def __init__(self) -> None:
+        self.workers_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in me.children(recursive=True):
+                try:
+                    cmd = p.cmdline()
+                    if cmd and cmd[0].startswith("ray::"):
+                        total += p.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.workers_peak = max(self.workers_peak, total)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def driver_mib() -> float:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def variant_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``n`` distinct clinc150_full texts and their labels; beyond the file's 22.5k, seeded
+    word-level variants of its texts (each keeps its source's label)."""
+    import random
+
+    rows = [(r["text"], r["label"]) for r in map(json.loads, (DATASETS / "clinc150_full.jsonl").open())]
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    out, labels = [t for t, _ in rows[:n]], [y for _, y in rows[:n]]
+    seen = set(out)
+    filler = ("please", "now", "today", "quickly", "again", "for me", "thanks", "hey", "ok so", "actually")
+    while len(out) < n:
+        text, label = rng.choice(rows)
+        words = text.split()
+        if len(words) > 3 and rng.random() < 0.5:
+            del words[rng.randrange(len(words))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(filler))
+        variant = " ".join(words)
+        if variant not in seen:
+            seen.add(variant)
+            out.append(variant)
+            labels.append(label)
+    return out, labels

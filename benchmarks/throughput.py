@@ -36,12 +36,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -50,7 +48,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from _common import (  # noqa: E402
-    DATASETS, RESULTS, count_tokens, generate_in_process, machine, perturbed_candidates, texts as read_texts,
+    RESULTS, PeakMemory, count_tokens, generate_in_process, machine, perturbed_candidates, texts as read_texts,
+    variant_texts,
 )
 
 CACHE = HERE / ".cache" / "throughput"
@@ -66,65 +65,6 @@ PROFILE_GROUPS = (("GEMM (oneDNN)", ("onednn_mm", "cpu_unquantized_gemm")),
 
 
 # ----------------------------------------------------------------------------- helpers
-class PeakMemory:
-    """Peak RSS of this process (ru_maxrss) and, sampled every 0.2 s, the summed RSS of the Ray
-    worker processes this driver's cluster started (its descendants; shared pages count in each)."""
-
-    def __init__(self) -> None:
-        self.workers_peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in me.children(recursive=True):
-                try:
-                    cmd = p.cmdline()
-                    if cmd and cmd[0].startswith("ray::"):
-                        total += p.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.workers_peak = max(self.workers_peak, total)
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @staticmethod
-    def driver_mib() -> float:
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def corpus(n: int, seed: int = 0) -> list[str]:
-    """``n`` distinct clinc150_full texts; beyond the file's 22.5k, seeded word-level variants."""
-    import random
-
-    rows = [json.loads(line)["text"] for line in (DATASETS / "clinc150_full.jsonl").open()]
-    rng = random.Random(seed)
-    rng.shuffle(rows)
-    out, seen = rows[:n], set(rows[:n])
-    filler = ("please", "now", "today", "quickly", "again", "for me", "thanks", "hey", "ok so", "actually")
-    while len(out) < n:
-        words = rng.choice(rows).split()
-        if len(words) > 3 and rng.random() < 0.5:
-            del words[rng.randrange(len(words))]
-        words.insert(rng.randrange(len(words) + 1), rng.choice(filler))
-        variant = " ".join(words)
-        if variant not in seen:
-            seen.add(variant)
-            out.append(variant)
-    return out
-
-
 def write_candidate_tables(texts, cands, root: Path) -> tuple[Path, Path]:
     """The two tables the prefer stage reads, as the interpret and embed stages write them."""
     import numpy as np
@@ -294,7 +234,7 @@ def unit_ray_overhead(args) -> dict:
         out["interpret"].update({f"{name}_s": round(ray_s, 1), f"{name}_ratio": round(ray_s / in_proc, 2),
                                  f"{name}_identical_outputs": f"{same}/{len(raw)}"})
 
-    emb_texts = corpus(args.n_embed)
+    emb_texts = variant_texts(args.n_embed)[0]
     t0 = time.perf_counter()
     vecs = encode(load_encoder(emb, device="cpu"), emb_texts)
     in_proc = time.perf_counter() - t0
@@ -427,7 +367,7 @@ def unit_scale_embed(args) -> dict:
 
     import ray
 
-    texts = corpus(args.n)
+    texts = variant_texts(args.n)[0]
     init_ray()
     work = Path(tempfile.mkdtemp(prefix="coevo-tp-scale-"))
     timings = {}
@@ -462,7 +402,7 @@ def unit_scale_generation(args) -> dict:
     from coevo_ray.resources import StageResources
     from coevo_ray.models import resolve_model
 
-    texts = corpus(args.n)
+    texts = variant_texts(args.n)[0]
     init_ray()
     spec = EngineSpec(model_dir=str(resolve_model("smollm2-135m-instruct")))
     settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=16)

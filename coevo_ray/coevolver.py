@@ -56,19 +56,24 @@ class CoEvolver:
         """The validated configuration these parameters describe."""
         return CoEvolverConfig.from_params(**{k: v for k, v in self.get_params().items() if k != "stages"})
 
-    def fit(self, texts: Sequence[str] | Corpus, labels: Sequence[Any] | None = None,
-            resume: bool = False) -> "CoEvolver":
-        """Run the co-evolution loop. With ``output_dir`` set, finished stages are kept there: the
-        same fit rerun reuses them; ``resume=True`` also reuses a run written by another config
-        (only the stages whose inputs changed run again). Without it they go to a temporary
-        directory removed with this object (``save`` keeps what ``predict`` needs)."""
+    def fit(self, texts: Any, labels: Sequence[Any] | str | None = None, resume: bool = False) -> "CoEvolver":
+        """Run the co-evolution loop. ``texts``: a list, a :class:`Corpus`, a file, or — read and
+        checked by Ray Data on the cluster — a directory, a glob, a URI or a ``ray.data.Dataset``
+        (``labels`` then names its label column). The loop itself holds the texts in the driver
+        and generates for each of them: past a few hundred thousand texts, fit on a sample
+        (README, "Large corpora"); :class:`~coevo_ray.EmbeddingKMeans` clusters any size.
+
+        With ``output_dir`` set, finished stages are kept there: the same fit rerun reuses them;
+        ``resume=True`` also reuses a run written by another config (only the stages whose inputs
+        changed run again). Without it they go to a temporary directory removed with this object
+        (``save`` keeps what ``predict`` needs)."""
         from coevo_ray.models import resolve_model
         from coevo_ray.pipeline import RunContext, resolve_stages, run_coevolution
         from coevo_ray.pipeline.outputs import describe_clusters, write_outputs
         from coevo_ray.runtime import ensure_ray
 
         config = self.config
-        corpus = as_corpus(texts, labels, config.interpret.max_text_chars)
+        corpus = _as_corpus(texts, labels, config.interpret.max_text_chars)
         if config.n_clusters != "auto" and config.n_clusters > len(corpus):
             raise InputError(f"n_clusters={config.n_clusters} exceeds the number of texts ({len(corpus)})")
         stages = resolve_stages(self.stages)
@@ -93,7 +98,7 @@ class CoEvolver:
         if not hasattr(self, "cluster_centers_"):
             raise NotFittedError("this CoEvolver is not fitted: call fit() or CoEvolver.load() first")
 
-    def predict(self, texts: Sequence[str] | Corpus, output_dir: str | None = None) -> np.ndarray:
+    def predict(self, texts: Any, output_dir: str | None = None) -> np.ndarray:
         """Cluster ids for new texts: interpret with the fitted LLM (greedy), embed with the fitted
         embedder, assign to the fitted centres — the stages ``fit`` ran, on Ray."""
         from coevo_ray.clustering import FaissKMeans
@@ -103,7 +108,7 @@ class CoEvolver:
 
         self._check_fitted()
         config = self.config
-        corpus = as_corpus(texts, max_chars=config.interpret.max_text_chars)
+        corpus = _as_corpus(texts, None, config.interpret.max_text_chars)
         ctx = RunContext(config, RunDir(output_dir or self.run_dir_), corpus, self.prompt_exemplars_)
         ensure_ray()
         rep = predict_representation(ctx, resolve_stages(self.stages), self.llm_, self.embedder_dir_)
@@ -139,3 +144,21 @@ class CoEvolver:
         model.adapter_dir_ = adapter
         model.embedder_dir_ = embedder if embedder is not None else resolve_model(config.embed.embedder)
         return model
+
+
+def _as_corpus(texts: Any, labels: Sequence[Any] | str | None, max_chars: int) -> Corpus:
+    """What the loop works on: in-memory inputs as they are; a directory, glob, URI or Dataset
+    read and checked by Ray Data, then gathered in id order."""
+    from coevo_ray.data.dataset import collect_corpus, is_scale_input, read_corpus_dataset
+
+    if not is_scale_input(texts):
+        if isinstance(labels, str):
+            raise InputError("labels as a column name needs a directory, glob, URI or Dataset input; "
+                             "for a file use load_corpus(path, label_field=...)")
+        return as_corpus(texts, labels, max_chars)
+    if labels is not None and not isinstance(labels, str):
+        raise InputError("with a directory, glob, URI or Dataset input, labels names the label column")
+    from coevo_ray.runtime import ensure_ray
+
+    ensure_ray()
+    return collect_corpus(read_corpus_dataset(texts, label_field=labels, max_chars=max_chars))

@@ -131,6 +131,10 @@ class FaissKMeans:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Assign new vectors to the fitted centroids."""
+        return self.assign(x)[0]
+
+    def assign(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each vector's nearest centroid and its distance to it."""
         if self.cluster_centers_ is None:
-            raise NotFittedError("FaissKMeans.predict called before fit")
-        return self._search(self._prepare(x))[0]
+            raise NotFittedError("FaissKMeans.assign called before fit")
+        return self._search(self._prepare(x))
