@@ -23,7 +23,14 @@ def default_input() -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="coevo-ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", default=None, help="JSON Lines, CSV, Parquet or text file (default: bundled demo)")
+    p.add_argument("--input", default=None,
+                   help="JSON Lines, CSV, Parquet or text: a file, or read by Ray Data on the cluster a directory, "
+                        "a glob ('data/*.jsonl') or a URI (s3://...) (default: bundled demo)")
+    p.add_argument("--method", default="coevolve", choices=("coevolve", "kmeans"),
+                   help="kmeans: the embedder + KMeans alone, for any corpus size: Ray Data reads, embeds, "
+                        "assigns and writes Parquet shards; the centres are fitted on --kmeans-sample rows")
+    p.add_argument("--kmeans-sample", type=int, default=100_000,
+                   help="with --method kmeans: rows the KMeans centres are fitted on (all when fewer)")
     p.add_argument("--text-field", default="text")
     p.add_argument("--label-field", default=None, help="column with ground truth; enables ACC/NMI/ARI")
     p.add_argument("--task", default=None, help='task description "<task>: <standard>", e.g. "intent: user intent"')
@@ -72,6 +79,7 @@ def main(argv=None) -> int:
 def run(args, out) -> int:
     """The CLI's work; user-facing lines go to ``out`` (everything else is in run.log)."""
     from coevo_ray import CoEvolver, StageResources, load_corpus
+    from coevo_ray.data.dataset import collect_corpus, is_scale_input, read_corpus_dataset
     from coevo_ray.errors import CoEvoError
     from coevo_ray.profiles import profile_settings
     from coevo_ray.runtime import ensure_ray
@@ -79,12 +87,18 @@ def run(args, out) -> int:
     demo = args.input is None
     path = default_input() if demo else args.input
     label_field = "label" if demo and args.label_field is None else args.label_field
+    if args.method == "kmeans":
+        return run_kmeans(args, path, label_field, out)
     task = args.task or ("intent: customer request" if demo else None)
     if task is None:
         print("error: --task is required for your own data (e.g. --task 'topic: post topic')", file=out)
         return 2
     try:
-        corpus = load_corpus(path, text_field=args.text_field, label_field=label_field)
+        if is_scale_input(path):
+            ensure_ray(args.ray_address, quiet=not args.verbose)
+            corpus = collect_corpus(read_corpus_dataset(path, args.text_field, label_field))
+        else:
+            corpus = load_corpus(path, text_field=args.text_field, label_field=label_field)
         if args.sample:
             corpus = corpus.sample(args.sample, seed=args.seed)
         k = args.k or corpus.n_classes
@@ -144,6 +158,32 @@ def run(args, out) -> int:
         print(f"  cluster {c:3d} ({int((model.labels_ == c).sum()):4d} texts) {name}  [{', '.join(kws[:5])}]", file=out)
     print(f"{len(corpus)} texts -> {model.n_clusters_} clusters in {time.perf_counter() - start:.1f} s; "
           f"outputs in {Path(model.run_dir_)} (assignments.jsonl, summary.json, report.html, run.log)", file=out)
+    return 0
+
+
+def run_kmeans(args, path: str, label_field: str | None, out) -> int:
+    """``--method kmeans``: :class:`~coevo_ray.EmbeddingKMeans` on the input, at any size."""
+    from coevo_ray import EmbeddingKMeans, StageResources
+    from coevo_ray.errors import CoEvoError
+    from coevo_ray.runtime import ensure_ray
+
+    if args.k is None or not str(args.k).isdigit():
+        print("error: --method kmeans needs --k (a number of clusters)", file=out)
+        return 2
+    start = time.perf_counter()
+    try:
+        ensure_ray(args.ray_address, quiet=not args.verbose)
+        resources = StageResources(actors=args.embed_actors, batch_size=256, gpus_per_actor=args.gpus_per_actor)
+        model = EmbeddingKMeans(n_clusters=int(args.k), embedder=args.embedder, sample_size=args.kmeans_sample,
+                                seed=args.seed, output_dir=args.output_dir, resources=resources)
+        model.fit(path, text_field=args.text_field, label_field=label_field)
+    except CoEvoError as exc:
+        print(f"error: {exc}", file=out)
+        return 2
+    steps = ", ".join(f"{name} {s:.0f} s" for name, s in model.timings_.items())
+    print(f"{model.n_texts_} texts -> {model.n_clusters} clusters (centres fitted on {model.n_fit_rows_} rows) in "
+          f"{time.perf_counter() - start:.1f} s ({steps}); assignments in {model.assignments_dir_} "
+          "(Parquet shards: id, text, cluster, distance)", file=out)
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -61,9 +62,9 @@ class EmbeddingKMeans:
                                                        "resources")}
 
     def _check_params(self) -> None:
-        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int) or self.n_clusters < 2:
+        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, Integral) or self.n_clusters < 2:
             raise InputError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}")
-        if not isinstance(self.sample_size, int) or self.sample_size < self.n_clusters:
+        if not isinstance(self.sample_size, Integral) or self.sample_size < self.n_clusters:
             raise InputError(f"sample_size must be an integer >= n_clusters ({self.n_clusters}), got {self.sample_size!r}")
 
     def fit(self, texts: Any, labels: Sequence[Any] | None = None, *, text_field: str = "text",
@@ -89,7 +90,7 @@ class EmbeddingKMeans:
                                                                                           prompt).write_parquet(str(out)))
         vectors = ray.data.read_parquet(str(embedded))
         start = time.perf_counter()
-        centers, fit_rows = fit_on_sample(vectors, "embedding", self.n_clusters, len(corpus), self.sample_size,
+        centers, fit_rows = fit_on_sample(vectors, "embedding", int(self.n_clusters), len(corpus), self.sample_size,
                                           self.seed, self.niter, self.normalize)
         timings["kmeans"] = round(time.perf_counter() - start, 2)
         logger.info("KMeans: %d centres fitted on %d of %d rows in %.1f s", self.n_clusters, fit_rows, len(corpus),

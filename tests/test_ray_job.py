@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 
 from coevo_ray.testing import checkpoint_dirs, read_jsonl
 
@@ -36,8 +37,11 @@ def _free_port() -> int:
 
 def test_cluster_script_as_ray_job(tmp_path):
     texts, labels = read_jsonl("clinc_domain.jsonl", n=24, seed=3)
-    data = tmp_path / "small.jsonl"
-    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
+    data = tmp_path / "shared"  # the input as two shards in a directory both nodes read (Ray Data)
+    data.mkdir()
+    for part in (0, 1):
+        (data / f"part-{part}.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in
+                                                         zip(texts[part * 12:][:12], labels[part * 12:][:12])))
     out = tmp_path / "out"
     bindir = str(Path(sys.executable).parent)
     # Ray >= 2.59 turns token auth on for clusters started locally; the CLI client must opt in
@@ -77,39 +81,42 @@ def test_cluster_script_as_ray_job(tmp_path):
             if probe.returncode == 0:
                 break
             time.sleep(2)
-        sid = f"coevo-test-{os.getpid()}-{int(time.time())}"
-        cmd = ray + ["job", "submit", "--address", address, "--submission-id", sid, "--no-wait",
-                     "--working-dir", str(REPO), "--",
-                     "python", "examples/cluster.py", "--input", str(data), "--label-field", "label",
-                     "--task", "utterance scenario: life scenario", "--k", str(len(set(labels))),
-                     "--max-tokens", "24", "--iterations", "0", "--output-dir", str(out)]
-
         def cli(*args: str, stderr: bool = False) -> str:
             done = subprocess.run(ray + list(args), env=env, capture_output=True, text=True, timeout=120)
             return (done.stdout + (done.stderr if stderr else "")) if done.returncode == 0 else ""
 
-        def status() -> str:  # "" while the job is not known (yet)
-            # `ray job status` logs "Status for job '<id>': RUNNING", or "Job '<id>' succeeded /
-            # failed / was stopped" once it has ended.
-            lines = [line for line in cli("job", "status", sid, "--address", address, stderr=True).splitlines()
-                     if "Status for job" in line or f"Job '{sid}'" in line]
-            found = re.findall(r"\b(PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED)\b", " ".join(lines).upper())
-            return found[0] if found else ""
+        def run_job(*script_args: str) -> str:
+            """Submit examples/cluster.py with these arguments; wait for it; its log."""
+            sid = f"coevo-test-{os.getpid()}-{time.time_ns()}"
+            cmd = ray + ["job", "submit", "--address", address, "--submission-id", sid, "--no-wait",
+                         "--working-dir", str(REPO), "--", "python", "examples/cluster.py", *script_args]
 
-        # The job agent registers a few seconds after the dashboard, and a busy 2-core head can
-        # answer "No available agent" even after accepting the job: resubmit only if it is unknown.
-        for _ in range(20):
-            sub = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-            if sub.returncode == 0 or status():
-                break
-            time.sleep(3)
-        assert status(), f"job never accepted: {sub.stdout[-2000:]} {sub.stderr[-2000:]}"
-        deadline = time.time() + 900
-        while status() not in ("SUCCEEDED", "FAILED", "STOPPED") and time.time() < deadline:
-            time.sleep(5)
-        final = status()
-        log = cli("job", "logs", sid, "--address", address)
-        assert final == "SUCCEEDED", (final, sub.stdout[-2000:], sub.stderr[-2000:], log[-4000:])
+            def status() -> str:  # "" while the job is not known (yet)
+                # `ray job status` logs "Status for job '<id>': RUNNING", or "Job '<id>' succeeded /
+                # failed / was stopped" once it has ended.
+                lines = [line for line in cli("job", "status", sid, "--address", address, stderr=True).splitlines()
+                         if "Status for job" in line or f"Job '{sid}'" in line]
+                found = re.findall(r"\b(PENDING|RUNNING|SUCCEEDED|FAILED|STOPPED)\b", " ".join(lines).upper())
+                return found[0] if found else ""
+
+            # The job agent registers a few seconds after the dashboard, and a busy 2-core head can
+            # answer "No available agent" even after accepting the job: resubmit only if it is unknown.
+            for _ in range(20):
+                sub = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+                if sub.returncode == 0 or status():
+                    break
+                time.sleep(3)
+            assert status(), f"job never accepted: {sub.stdout[-2000:]} {sub.stderr[-2000:]}"
+            deadline = time.time() + 900
+            while status() not in ("SUCCEEDED", "FAILED", "STOPPED") and time.time() < deadline:
+                time.sleep(5)
+            final = status()
+            log = cli("job", "logs", sid, "--address", address)
+            assert final == "SUCCEEDED", (final, sub.stdout[-2000:], sub.stderr[-2000:], log[-4000:])
+            return log
+
+        log = run_job("--input", str(data), "--label-field", "label", "--task", "utterance scenario: life scenario",
+                      "--k", str(len(set(labels))), "--max-tokens", "24", "--iterations", "0", "--output-dir", str(out))
         assert "iteration 0: ACC" in log
         assignments = (out / "assignments.jsonl").read_text().splitlines()
         assert len(assignments) == 24
@@ -131,6 +138,14 @@ def test_cluster_script_as_ray_job(tmp_path):
         snapshot = json.loads((run / "checkpoint_manager_snapshot.json").read_text())
         assert snapshot.get("checkpoint_results"), snapshot
         assert not checkpoint_dirs(out / "ray_train")
+        # The embedder + KMeans path: Ray Data reads the shared directory and writes the
+        # assignments as Parquet shards (no row passes through the driver).
+        log = run_job("--method", "kmeans", "--input", str(data), "--k", "4", "--output-dir", str(tmp_path / "km"))
+        assert "24 texts -> 4 clusters" in log, log[-3000:]
+        [shards] = (tmp_path / "km" / "stages").glob("assign-*")
+        table = pq.read_table(shards).sort_by("id")
+        assert table.column("id").to_pylist() == list(range(24)) and table.column("text").to_pylist() == texts
+        assert set(table.column("cluster").to_pylist()) <= set(range(4))
     finally:
         _stop_cluster(temp_dir, worker_temp_dir)
         start_log.close()

@@ -162,3 +162,26 @@ def test_bad_rows_are_named_by_file_and_line_from_inside_ray(ray_session, tmp_pa
     pq.write_table(pa.table({"text": ["p", "q" * 30]}), tmp_path / "only.parquet")
     long = read_corpus_dataset(str(tmp_path / "only.parquet"), max_chars=10)
     assert long.stats["truncated"] == 1 and [r["text"] for r in long.dataset.take_all()] == ["p", "q" * 10]
+
+
+def test_the_cli_kmeans_method_needs_a_number_of_clusters(tmp_path):
+    import io
+
+    from coevo_ray.cli import parse_args, run
+
+    out = io.StringIO()
+    args = parse_args(["--method", "kmeans", "--input", str(tmp_path), "--k", "auto", "--output-dir", str(tmp_path)])
+    assert run(args, out) == 2 and out.getvalue() == "error: --method kmeans needs --k (a number of clusters)\n"
+
+
+def test_embedding_kmeans_checks_its_parameters_before_any_work():
+    from coevo_ray import EmbeddingKMeans
+    from coevo_ray.errors import NotFittedError
+
+    with pytest.raises(InputError, match="n_clusters must be an integer >= 2"):
+        EmbeddingKMeans(n_clusters=1).fit(["a", "b"])
+    with pytest.raises(InputError, match=r"sample_size must be an integer >= n_clusters \(8\)"):
+        EmbeddingKMeans(n_clusters=8, sample_size=4).fit(["a", "b"])
+    with pytest.raises(NotFittedError):
+        EmbeddingKMeans(n_clusters=8).predict(["a"])
+    assert EmbeddingKMeans(n_clusters=np.int64(8)).get_params()["n_clusters"] == 8
