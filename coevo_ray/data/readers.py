@@ -54,8 +54,10 @@ def file_infos(source: str) -> list[tuple[str, int, int]]:
     scheme = str(source)[: str(source).index("://") + 3] if "://" in str(source) else ""
     if any(ch in path for ch in "*?["):
         root = path[: min(path.index(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0] or "/"
+        # fnmatch's "*" crosses "/": keep the pattern's depth unless it asks for "**".
         infos = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-                 if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)]
+                 if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)
+                 and ("**" in path or i.path.count("/") == path.count("/"))]
         what = "pattern"
     else:
         info = fs.get_file_info(path)
