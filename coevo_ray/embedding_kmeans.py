@@ -134,8 +134,7 @@ class EmbeddingKMeans:
                                   self.cluster_centers_, self.normalize)
         if not in_memory:
             return assigned
-        table = assigned.select_columns(["id", "cluster"]).to_arrow_refs()
-        return _clusters_in_id_order(table)
+        return _clusters_in_id_order(assigned.select_columns(["id", "cluster"]).to_arrow_refs())
 
     # ------------------------------------------------------------------ helpers
     def _check_fitted(self) -> None:

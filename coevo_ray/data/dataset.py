@@ -63,13 +63,13 @@ def read_corpus_dataset(source: Any, text_field: str = "text", label_field: str 
     the object store once. Runs the check pass now; the returned dataset is lazy."""
     with input_errors():
         if is_ray_dataset(source):
-            raw, name, given_ids = _from_dataset(source, text_field, label_field), "<ray.data.Dataset>", True
+            (raw, own_ids), name = _from_dataset(source, text_field, label_field), "<ray.data.Dataset>"
         elif isinstance(source, str) or hasattr(source, "__fspath__"):
-            raw, name, given_ids = _from_files(str(source), text_field, label_field), str(source), False
+            raw, name, own_ids = _from_files(str(source), text_field, label_field), str(source), False
         else:
             raise InputError(f"cannot read a corpus from {type(source).__name__}: give a path, a glob, a "
                              "directory, a URI or a ray.data.Dataset")
-        stats = _check_pass(raw, max_chars, check_ids=given_ids and "id" in source.columns())
+        stats = _check_pass(raw, max_chars, check_ids=own_ids)
     if stats["truncated"]:
         logger.warning("%d texts are longer than %d characters and are truncated for the models",
                        stats["truncated"], max_chars)
@@ -199,6 +199,7 @@ def _block(path: str, fmt: str, first_id: int, texts: list, labels: list | None,
 
 # ----------------------------------------------------------------------------- a Ray Dataset
 def _from_dataset(ds, text_field: str, label_field: str | None):
+    """(the checked rows, whether the ids are the Dataset's own: those must be checked unique)."""
     import ray
 
     columns = ds.columns()
@@ -218,8 +219,9 @@ def _from_dataset(ds, text_field: str, label_field: str | None):
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
         numbered = ray.remote(num_cpus=0.5)(_with_ids)
         ds = ray.data.from_arrow_refs([numbered.remote(r, int(o)) for r, o in zip(refs, offsets)])
-    return ds.map_batches(_check_dataset_block, fn_kwargs={"labelled": label_field is not None},
-                          batch_format="numpy", udf_modifying_row_count=False)
+    checked = ds.map_batches(_check_dataset_block, fn_kwargs={"labelled": label_field is not None},
+                             batch_format="numpy", udf_modifying_row_count=False)
+    return checked, "id" in columns
 
 
 def _num_rows(table) -> int:
