@@ -17,8 +17,9 @@ Sections (each figure is a ratio to its reference; seconds are reported beside i
   selection     R = 100 KMeans runs + averaged distances over N × C candidates vs one embedding
                 pass over the N texts; one FAISS KMeans vs one scikit-learn KMeans
   training      seconds per DPO pair: TRL scoring every position (its CPU default) vs completion
-                tokens only (ours), on 2 workers × 1 CPU and 1 worker × 2 CPUs, same pairs; seconds
-                per embedder pair on 1 and 2 workers
+                tokens only vs completion tokens + one prompt per pair (ours, the default), on
+                2 workers × 1 CPU and 1 worker × 2 CPUs, same pairs; seconds per embedder pair on 1
+                and 2 workers
   scaling       per-text seconds and peak memory (driver, Ray workers) of embed + KMeans +
                 selection at N = 1k, 5k, 22.5k (clinc150_full), and of generation at N = 250, 1k
 
@@ -326,17 +327,24 @@ def unit_training(args) -> dict:
     layouts = {"2x1cpu": dict(num_workers=2, cpus_per_worker=1.0, gradient_accumulation_steps=1),
                "1x2cpu": dict(num_workers=1, cpus_per_worker=2.0, gradient_accumulation_steps=2)}
     n_pairs = 8 * args.dpo_steps
-    for name, layout, compact in (("2x1cpu", "2x1cpu", False), ("2x1cpu", "2x1cpu", True), ("1x2cpu", "1x2cpu", True)):
-        cfg = LLMTrainConfig(max_steps=args.dpo_steps, per_device_batch_size=4, compact_lm_head=compact,
-                             checkpoint_every=0, **layouts[layout])
+    # scoring: every_position = TRL on CPU (the code before issue 17); completion_only = the fused
+    # head on completion tokens (completion_scoring.py); shared_prompt = that + one prompt per pair.
+    scorings = {"every_position": dict(compact_lm_head=False, shared_prompt=False),
+                "completion_only": dict(compact_lm_head=True, shared_prompt=False),
+                "shared_prompt": dict(compact_lm_head=True, shared_prompt=True)}
+    for layout, scoring in (("2x1cpu", "every_position"), ("2x1cpu", "completion_only"), ("2x1cpu", "shared_prompt"),
+                            ("1x2cpu", "completion_only"), ("1x2cpu", "shared_prompt")):
+        cfg = LLMTrainConfig(max_steps=args.dpo_steps, per_device_batch_size=4, checkpoint_every=0,
+                             **scorings[scoring], **layouts[layout])
         t0 = time.perf_counter()
-        _, m = train_dpo(llm, {k: v[:n_pairs] for k, v in pairs.items()}, work / f"dpo-{name}-{compact}", cfg,
+        _, m = train_dpo(llm, {k: v[:n_pairs] for k, v in pairs.items()}, work / f"dpo-{layout}-{scoring}", cfg,
                          storage_path=str(work / "ray"))
         wall = time.perf_counter() - t0
         step = statistics.median(m["step_times_s"][1:] or m["step_times_s"])  # step 1: allocations, gloo set-up
-        out["dpo"][f"{name}_{'completion_only' if compact else 'every_position'}"] = {
+        out["dpo"][f"{layout}_{scoring}"] = {
             "pairs_per_step": m["pairs_per_step"], "s_per_step": step, "s_per_pair": round(step / m["pairs_per_step"], 3),
-            "fit_wall_s": round(wall, 1), "margins": m.get("final_rewards/margins"), "loss": m.get("final_loss")}
+            "fit_wall_s": round(wall, 1), "margins": m.get("final_rewards/margins"), "loss": m.get("final_loss"),
+            "margins_per_step": [round(x, 4) for x in m.get("margins_per_step", [])]}
     base = out["dpo"]["2x1cpu_every_position"]["s_per_pair"]
     for key, row in out["dpo"].items():
         row["speedup_vs_every_position"] = round(base / row["s_per_pair"], 2)

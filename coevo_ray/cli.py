@@ -53,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,0.5,1.0,1.5")
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--output-dir", default="runs/demo",
-                   help="run directory: finished stages, assignments.jsonl, summary.json, report.html")
+                   help="run directory: finished stages, assignments.jsonl, assignments.parquet/, summary.json, "
+                        "report.html")
     p.add_argument("--verbose", action="store_true",
                    help="show every log line (Ray, vLLM, TRL, ...) on the console; by default they go to run.log")
     p.add_argument("--resume", action="store_true",
@@ -157,7 +158,8 @@ def run(args, out) -> int:
     for c, (name, kws) in enumerate(zip(model.cluster_names_, model.cluster_keywords_)):
         print(f"  cluster {c:3d} ({int((model.labels_ == c).sum()):4d} texts) {name}  [{', '.join(kws[:5])}]", file=out)
     print(f"{len(corpus)} texts -> {model.n_clusters_} clusters in {time.perf_counter() - start:.1f} s; "
-          f"outputs in {Path(model.run_dir_)} (assignments.jsonl, summary.json, report.html, run.log)", file=out)
+          f"outputs in {Path(model.run_dir_)} (assignments.jsonl, assignments.parquet/, summary.json, report.html, "
+          "run.log)", file=out)
     return 0
 
 

@@ -81,7 +81,7 @@ class CoEvolver:
         ensure_ray()
         result = run_coevolution(ctx, stages, resolve_model(config.interpret.llm), resolve_model(config.embed.embedder))
         description = describe_clusters(ctx, stages, result)
-        self.report_path_ = write_outputs(ctx, result, description)
+        self.assignments_dir_, self.report_path_ = write_outputs(ctx, result, description)
         self._run = ctx.run  # a temporary run directory lives as long as this reference
         self.run_dir_, self.timings_, self.prompt_exemplars_ = ctx.run.root, ctx.timings, ctx.exemplars
         self.labels_, self.cluster_centers_, self.embeddings_ = result.labels, result.cluster_centers, result.embeddings

@@ -37,7 +37,10 @@ def shards(tmp_path_factory, bank77):
 
 
 def test_path_and_dataset_inputs_give_the_list_labels(ray_session, bank77, shards, tmp_path):
+    import io
+
     from coevo_ray import EmbeddingKMeans
+    from coevo_ray.cli import parse_args, run
 
     texts, labels = bank77
     model = EmbeddingKMeans(n_clusters=K, sample_size=N_TEXTS)
@@ -52,11 +55,17 @@ def test_path_and_dataset_inputs_give_the_list_labels(ray_session, bank77, shard
         assert table.column("text").to_pylist() == texts
         return m, table
 
+    # The directory through the CLI's `--method kmeans`, then through the API in the same run
+    # directory: the same files again, so the CLI's embeddings are reused.
+    printed = io.StringIO()
+    cli = ["--method", "kmeans", "--input", str(shards), "--label-field", "label", "--k", str(K),
+           "--kmeans-sample", str(N_TEXTS), "--output-dir", str(tmp_path / "dir")]
+    assert run(parse_args(cli), printed) == 0, printed.getvalue()
+    assert f"{N_TEXTS} texts -> {K} clusters (centres fitted on {N_TEXTS} rows)" in printed.getvalue()
     from_dir, table = assigned(str(shards), "dir", label_field="label")
+    assert from_dir.timings_["embed"] == 0.0
     assert table.column("cluster").to_pylist() == listed.tolist()
     assert table.column("label").to_pylist() == labels and "distance" in table.column_names
-    from_dir.fit(str(shards), label_field="label")  # the same files again: the embeddings are reused
-    assert from_dir.timings_["embed"] == 0.0
     dataset = ray_session.data.from_items([{"body": t} for t in texts])
     assert assigned(dataset, "ds", text_field="body")[1].column("cluster").to_pylist() == listed.tolist()
     assert (model.predict(texts) == listed).all()

@@ -107,3 +107,60 @@ def test_fused_lm_head_scores_only_completion_tokens_on_cpu_with_the_same_log_pr
     assert rows == [2 * 39, 2 * 10, 2 * 39]
     assert torch.allclose(full, only, atol=1e-5) and torch.equal(full, after)
     assert (only[:, :29] == 0).all() and (only[:, 29:] < 0).all()
+
+
+def test_shared_prompt_packing_gives_trls_log_probs_and_gradients_with_each_prompt_run_once(smollm2_dir):
+    """TRL's DPO batch [prompt + chosen; prompt + rejected] (its own collator, right padding,
+    answers of different lengths) scored packed, one prompt per pair, through PEFT's LoRA as in
+    training: every per-token field and the LoRA gradients equal TRL's layout, the backbone sees
+    fewer tokens, and a batch whose prompts differ keeps TRL's layout."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+    from trl.trainer.utils import add_fused_lm_head
+
+    from coevo_ray.train_llm.completion_scoring import completion_tokens_only
+    from coevo_ray.train_llm.shared_prompt import share_prompts
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    pairs, _ = _pairs(smollm2_dir, n=3)
+    encode = lambda s: tok(s, add_special_tokens=False)["input_ids"]
+    examples = [{"prompt_ids": encode(p), "chosen_ids": encode(c) + [tok.eos_token_id],
+                 "rejected_ids": encode(r)[:5 + 4 * i]}  # rejected answers shorter and longer than chosen
+                for i, (p, c, r) in enumerate(zip(pairs["prompt"], pairs["chosen"], pairs["rejected"]))]
+    batch = DataCollatorForPreference(pad_token_id=tok.pad_token_id).torch_call(examples)
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+
+    def score(shared: bool, input_ids=batch["input_ids"]):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(str(smollm2_dir), dtype=torch.float32)
+        add_fused_lm_head(base, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+        tokens = []
+        base.model.register_forward_pre_hook(lambda m, a, kw: tokens.append(int(kw["input_ids"].numel())),
+                                             with_kwargs=True)
+        assert not shared or share_prompts(base)
+        model = get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        model.train()
+        with completion_tokens_only():
+            out = model(input_ids=input_ids, attention_mask=batch["attention_mask"], labels=labels,
+                        fused_lm_head=True, use_cache=False)
+        (out.log_probs.sum() + out.entropy.sum()).backward()
+        grads = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
+        return out, grads, tokens[0]
+
+    trl_layout, trl_grads, trl_tokens = score(False)
+    packed, packed_grads, packed_tokens = score(True)
+    assert packed.log_probs.shape == trl_layout.log_probs.shape == (6, batch["input_ids"].shape[1] - 1)
+    for field in ("log_probs", "entropy", "mean_logits"):
+        assert torch.allclose(getattr(packed, field), getattr(trl_layout, field), atol=1e-4), field
+    assert torch.equal(packed.is_top1, trl_layout.is_top1)
+    assert ((packed.log_probs != 0) == (labels[:, 1:] != -100)).all()  # scores exactly where TRL has labels
+    assert (packed_grads - trl_grads).norm() < 1e-4 * trl_grads.norm()  # float summation order only
+    prompt = sum(len(e["prompt_ids"]) for e in examples)
+    print(f"\nbackbone tokens: TRL layout {trl_tokens}, packed {packed_tokens} (prompt tokens {prompt})")
+    assert packed_tokens < trl_tokens - prompt // 2
+
+    other = batch["input_ids"].clone()
+    other[3, 0] = other[3, 0] + 1  # the first pair's rejected row has another prompt: not a pair
+    assert score(True, other)[2] == trl_tokens

@@ -1,5 +1,6 @@
 """After the loop: describe the clusters (c-TF-IDF keywords, LLM-written names, the texts nearest
-each centre) and write what a user reads (assignments.jsonl, summary.json, report.html)."""
+each centre) and write what a user reads (assignments.jsonl and assignments.parquet/, summary.json,
+report.html)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from coevo_ray._atomic import atomic_write_json, atomic_write_text
+from coevo_ray._atomic import atomic_dir, atomic_write_json, atomic_write_text
 from coevo_ray.pipeline.context import RunContext
 from coevo_ray.pipeline.loop import FitResult
 from coevo_ray.pipeline.stage import Stage
@@ -44,15 +45,34 @@ def describe_clusters(ctx: RunContext, stages: Mapping[str, Stage], result: FitR
     return Description(keywords, names, examples)
 
 
-def write_outputs(ctx: RunContext, result: FitResult, description: Description) -> Path | None:
-    """assignments.jsonl and summary.json in the run directory; report.html when the run is kept.
-    Returns the report's path."""
+#: Rows per Parquet shard of the assignments.
+SHARD_ROWS = 100_000
+
+
+def write_assignment_shards(out: Path, result: FitResult, texts: list[str], names: list[str]) -> Path:
+    """``out`` (a directory) as Parquet shards written by Ray Data: id, text, cluster, distance to
+    its centre, cluster name — the layout ``EmbeddingKMeans`` writes, plus the names."""
+    import pyarrow as pa
+    import ray
+
+    labels = result.labels.astype(np.int64)
+    table = pa.table({"id": np.arange(len(labels), dtype=np.int64), "text": texts, "cluster": labels,
+                      "distance": np.asarray(result.distances, np.float32),
+                      "cluster_name": [names[c] for c in labels]})
+    blocks = [table.slice(start, SHARD_ROWS) for start in range(0, len(table), SHARD_ROWS)]
+    return atomic_dir(out, lambda tmp: ray.data.from_arrow(blocks).write_parquet(str(tmp)), overwrite=True)
+
+
+def write_outputs(ctx: RunContext, result: FitResult, description: Description) -> tuple[Path, Path | None]:
+    """assignments.jsonl, assignments.parquet/ and summary.json in the run directory; report.html
+    when the run is kept. Returns the assignments' directory and the report's path."""
     from coevo_ray.report import write_report
 
     root, names, labels = ctx.run.root, description.names, result.labels
     lines = [json.dumps({"id": i, "text": t, "cluster": int(c), "cluster_name": names[int(c)]}, ensure_ascii=False)
              for i, (t, c) in enumerate(zip(ctx.corpus.texts, labels))]
     atomic_write_text(root / "assignments.jsonl", "\n".join(lines) + "\n")
+    shards = write_assignment_shards(root / "assignments.parquet", result, ctx.corpus.texts, names)
     sizes = np.bincount(labels, minlength=result.n_clusters)
     clusters = [{"id": c, "size": int(sizes[c]), "name": names[c], "keywords": description.keywords[c],
                  "examples": description.examples[c]} for c in range(result.n_clusters)]
@@ -71,5 +91,5 @@ def write_outputs(ctx: RunContext, result: FitResult, description: Description) 
     }
     atomic_write_json(root / "summary.json", summary)
     if ctx.config.output_dir is None:
-        return None
-    return write_report(root, summary, result.embeddings, labels, clusters)
+        return shards, None
+    return shards, write_report(root, summary, result.embeddings, labels, clusters)

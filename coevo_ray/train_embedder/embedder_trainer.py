@@ -7,10 +7,11 @@ group (``FailureConfig``) and the loop resumes from it, skipping the batches alr
 dropout RNG is reseeded per step, so a resumed run ends with the same weights as an
 uninterrupted one.
 
-Every worker reads the whole pairs dataset in order and keeps every world-th row: Ray
-Data's streaming split hands blocks to whichever worker asks first, so its shards — and with them
-the in-batch negatives — would change from run to run. Each worker then runs the same number of
-steps (DDP hangs when one rank runs out of batches first).
+Every worker reads the whole pairs dataset, orders it by id and keeps every world-th row: Ray
+Data's streaming split hands blocks to whichever worker asks first, and a Parquet stage's block
+order follows its file names (random per run), so its shards — and with them the in-batch
+negatives — would change from run to run. Each worker then runs the same number of steps (DDP
+hangs when one rank runs out of batches first).
 """
 
 from __future__ import annotations
@@ -48,15 +49,15 @@ def plan_steps(n_rows: int, world: int, cfg: EmbedderTrainConfig) -> tuple[int, 
 
 def _rank_batches(shard, rank: int, world: int, batch: int, seed: int) -> Iterator[dict[str, list[str]]]:
     """This rank's rows in a seeded order, ``batch`` at a time (the last partial batch dropped)."""
-    texts: list[str] = []
-    interps: list[str] = []
-    seen = 0
+    ids, texts, interps = [], [], []
     for block in shard.iter_batches(batch_size=4096, batch_format="numpy"):
-        position = seen + np.arange(len(block["id"]))
-        seen += len(position)
-        keep = position % world == rank
-        texts.extend(str(t) for t in np.asarray(block["text"])[keep])
-        interps.extend(str(t) for t in np.asarray(block["interpretation"])[keep])
+        ids.append(np.asarray(block["id"]))
+        texts.extend(str(t) for t in block["text"])
+        interps.extend(str(t) for t in block["interpretation"])
+    # Sorted here, not by Ray Data: its sort is a shuffle (~10 s for a few dozen rows).
+    by_id = np.argsort(np.concatenate(ids) if ids else np.array([], dtype=np.int64), kind="stable")
+    mine = by_id[rank::world]
+    texts, interps = [texts[i] for i in mine], [interps[i] for i in mine]
     order = np.random.default_rng(seed).permutation(len(texts))
     for start in range(0, len(order) - batch + 1, batch):
         idx = order[start : start + batch]
@@ -223,9 +224,7 @@ def train_embedder(
 
     # Materialised first: the workers then read blocks from the object store and launch no Ray
     # Data tasks, which would wait forever for a CPU while the workers hold every core.
-    # Sorted by id: the rows' order decides the batches, and a Parquet stage's row order follows
-    # its file names (random per run), so without it two fresh fits trained different embedders.
-    pairs = pairs.select_columns(["id", "text", "interpretation"]).sort("id").materialize()
+    pairs = pairs.select_columns(["id", "text", "interpretation"]).materialize()
     n_rows = pairs.count()
     scaling, torch_config = train_scaling(cfg.num_workers, cfg.cpus_per_worker)
     plan_steps(n_rows, scaling.num_workers, cfg)  # fail here, not inside the workers

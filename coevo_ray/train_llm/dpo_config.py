@@ -26,6 +26,9 @@ class LLMTrainConfig:
     # Score only the completion tokens in TRL's fused LM head on CPUs too (TRL does so on GPUs
     # only; completion_scoring.py). Same loss; False keeps TRL's own choice, for comparisons.
     compact_lm_head: bool = True
+    # Run each pair's prompt once, chosen and rejected answers packed behind it with a block mask
+    # (shared_prompt.py). Same loss; False keeps TRL's [prompt + chosen; prompt + rejected] batch.
+    shared_prompt: bool = True
     # None: DeepSpeed ZeRO-2 on GPU workers, off on CPU (it works there on gloo but is slower).
     deepspeed: bool | None = None
     num_workers: int | None = None  # None: one per GPU, or 2 CPU workers on a CPU cluster

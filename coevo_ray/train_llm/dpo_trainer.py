@@ -99,6 +99,7 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
     from trl import DPOConfig, DPOTrainer
 
     from coevo_ray.runtime import gather_from_ranks, parameters_digest, rank_nodes, report_staged
+    from coevo_ray.train_llm.shared_prompt import share_prompts
 
     cfg = LLMTrainConfig(**config["train"])
     ctx = ray.train.get_context()
@@ -149,6 +150,8 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=data, eval_dataset=data if config.get("evaluate") else None,
                          processing_class=tok, peft_config=peft_config)
+    # TRL patched the fused LM head into the base model; the prompt sharing wraps that forward.
+    shared = cfg.shared_prompt and share_prompts(trainer.model.get_base_model())
     if config.get("init_adapter_dir"):
         _continue_adapter(trainer.model, config["init_adapter_dir"], cfg)
     step_times = _step_timer()
@@ -184,6 +187,8 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
                                "distributed_type": str(trainer.accelerator.distributed_type),
                                "initial_digest": initial_digest, "step_times_s": step_times.durations,
                                "resumed_from_step": resumed_from, "rank_nodes": rank_nodes(),
+                               "shared_prompt": shared,
+                               "margins_per_step": [float(e["rewards/margins"]) for e in logs if "rewards/margins" in e],
                                "pairs_per_step": cfg.per_device_batch_size * cfg.gradient_accumulation_steps
                                * trainer.args.world_size}
     for key in DPO_METRICS:
