@@ -7,6 +7,8 @@ Variants, each timed on the same pairs (median step after the first, and the who
   completion_only  ours (coevo_ray.train_llm.completion_scoring)
   precompute_ref   completion_only + TRL's precompute_ref_log_probs (the reference pass is timed
                    separately: it runs when the trainer is built)
+  shared_prompt    completion_only + one prompt per pair (coevo_ray.train_llm.shared_prompt; the
+                   default)
 With --py-spy, each variant runs under py-spy and the share of samples inside TRL's chunked
 log-prob function (the LM head) is reported.
 
@@ -32,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from _common import machine, texts as read_texts, write_result  # noqa: E402
 
-VARIANTS = ("every_position", "completion_only", "precompute_ref")
+VARIANTS = ("every_position", "completion_only", "precompute_ref", "shared_prompt")
 
 
 def run_variant(variant: str, steps: int) -> dict:
@@ -47,6 +49,7 @@ def run_variant(variant: str, steps: int) -> dict:
 
     from coevo_ray.models import resolve_model
     from coevo_ray.train_llm.completion_scoring import completion_tokens_only
+    from coevo_ray.train_llm.shared_prompt import share_prompts
 
     torch.set_num_threads(os.cpu_count())
     model_dir = str(resolve_model("smollm2-135m-instruct"))
@@ -77,6 +80,8 @@ def run_variant(variant: str, steps: int) -> dict:
         trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_dict(pairs), processing_class=tok,
                              peft_config=lora)
         build_s = time.perf_counter() - t0
+        if variant == "shared_prompt":
+            assert share_prompts(trainer.model.get_base_model())
         timer = Steps()
         trainer.add_callback(timer)
         t0 = time.perf_counter()
