@@ -54,7 +54,7 @@ def _rank_batches(shard, rank: int, world: int, batch: int, seed: int) -> Iterat
         ids.append(np.asarray(block["id"]))
         texts.extend(str(t) for t in block["text"])
         interps.extend(str(t) for t in block["interpretation"])
-    # Sorted here, not by Ray Data: its sort is a shuffle (~10 s for a few dozen rows).
+    # Sorted here, not by Ray Data: its sort is a shuffle, costly even for a few rows.
     by_id = np.argsort(np.concatenate(ids) if ids else np.array([], dtype=np.int64), kind="stable")
     mine = by_id[rank::world]
     texts, interps = [texts[i] for i in mine], [interps[i] for i in mine]
