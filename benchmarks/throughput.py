@@ -103,10 +103,6 @@ def init_ray() -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
 
-def rounded(d: dict, nd: int = 3) -> dict:
-    return {k: (round(v, nd) if isinstance(v, float) else v) for k, v in d.items()}
-
-
 # ----------------------------------------------------------------------------- units (one subprocess each)
 def unit_gemm(args) -> dict:
     import torch

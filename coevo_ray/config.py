@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from coevo_ray.choices import (
-    AdapterServing, Backend, KMeansInit, PreferenceRule, PromptStyle, Representation, check_choice, options,
+    AdapterServing, Backend, KMeansInit, PreferenceRule, PromptStyle, Representation, check_choice,
 )
 from coevo_ray.data.corpus import DEFAULT_MAX_TEXT_CHARS
 from coevo_ray.errors import InputError
@@ -17,9 +17,6 @@ from coevo_ray.interpret.prompts import TaskDescription
 from coevo_ray.resources import StageResources
 from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
 from coevo_ray.train_llm.dpo_config import LLMTrainConfig
-
-REPRESENTATIONS = options(Representation)
-
 
 @dataclass
 class InterpretConfig:

@@ -26,10 +26,6 @@ from coevo_ray.resources import StageResources
 
 logger = logging.getLogger(__name__)
 
-#: Assignment columns written per row (``label`` too when the corpus is labelled).
-ASSIGNMENT_COLUMNS = ("id", "text", "cluster", "distance")
-
-
 class EmbeddingKMeans:
     """KMeans on the embeddings of ``embedder``, fitted on at most ``sample_size`` rows.
 

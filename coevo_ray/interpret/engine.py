@@ -17,10 +17,6 @@ from coevo_ray.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-#: vLLM refuses a LoRA adapter above this rank unless the engine is built with a larger limit.
-VLLM_DEFAULT_MAX_LORA_RANK = 16
-
-
 @dataclass(frozen=True)
 class EngineSpec:
     """Everything an actor needs to build an engine; plain data so Ray can ship it."""

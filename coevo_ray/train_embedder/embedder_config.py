@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coevo_ray.choices import NegativeSource, check_choice, options
+from coevo_ray.choices import NegativeSource, check_choice
 from coevo_ray.errors import InputError
-
-#: eq. 12 draws negatives from the other texts; the common variant from the other interpretations.
-NEGATIVE_SOURCES = options(NegativeSource)
-
 
 @dataclass
 class EmbedderTrainConfig:
