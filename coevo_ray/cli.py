@@ -42,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=None, help="co-evolution iterations (overrides the profile)")
     p.add_argument("--max-pairs", type=int, default=None, help="cap on DPO pairs per iteration (overrides the profile)")
     p.add_argument("--sample", type=int, default=None, help="cluster a seeded random sample of this many texts")
-    p.add_argument("--representation", default="interpretation", choices=("interpretation", "text", "concat"))
+    p.add_argument("--representation", default=None, choices=("interpretation", "text", "concat"),
+                   help="what KMeans clusters (default: the profile's; concat outside the paper profile)")
     p.add_argument("--text-weight", type=float, default=1.0,
                    help="with --representation concat: weight of the raw-text embedding")
     p.add_argument("--prompt-style", default="guided", choices=("paper", "agnostic", "guided", "exemplars", "concise"))
@@ -127,7 +128,9 @@ def run(args, out) -> int:
             settings["iterations"] = args.iterations
         if args.max_pairs is not None:
             settings["prefer"] = {**settings.get("prefer", {}), "max_pairs": args.max_pairs}
-        model = CoEvolver(task=task, n_clusters=k, seed=args.seed, representation=args.representation,
+        if args.representation is not None:
+            settings["representation"] = args.representation
+        model = CoEvolver(task=task, n_clusters=k, seed=args.seed,
                           output_dir=args.output_dir, interpret=interpret, embed=embed,
                           cluster={"text_weight": args.text_weight}, **settings)
         start = time.perf_counter()

@@ -31,7 +31,7 @@ class CoEvolver:
     """
 
     def __init__(self, task: str, n_clusters: int | str, *, llm: str | None = None, embedder: str | None = None,
-                 iterations: int = 2, representation: str = "interpretation", seed: int = 0,
+                 iterations: int = 2, representation: str = "concat", seed: int = 0,
                  output_dir: str | None = None, interpret: InterpretConfig | dict | None = None,
                  embed: EmbedConfig | dict | None = None, cluster: Any = None, prefer: Any = None,
                  train_llm: Any = None, train_embedder: Any = None, stages: Mapping[str, Any] | None = None) -> None:

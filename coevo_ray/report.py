@@ -105,7 +105,7 @@ def write_report(out_dir: str | Path, summary: dict[str, Any], embeddings: np.nd
                   f"{baseline['agreement_ari']:.1f} / {baseline['agreement_nmi']:.1f}"],
                  ["co-evolved (final)", f"{baseline['final_silhouette']:.3f}",
                   f"{baseline['agreement_ari']:.1f} / {baseline['agreement_nmi']:.1f}"]], "baseline")
-            + "<p>Silhouettes are measured in different spaces (text vs. interpretation embeddings); with "
+            + "<p>Silhouettes are measured in different spaces (raw-text embeddings vs. the clustered representation); with "
               "labels, the ACC/NMI/ARI rows above are the comparison to trust.</p>")
     cluster_rows = [[c["id"], c["size"], esc(c["name"]), esc(", ".join(c["keywords"])),
                      "<br>".join(esc(t[:200]) for t in c["examples"])] for c in clusters]

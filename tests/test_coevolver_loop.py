@@ -22,11 +22,13 @@ QUICK = dict(
     train_embedder={"max_steps": 2, "batch_size": 16, "learning_rate": 1e-5},
     cluster={"name_clusters": False},  # naming is covered in test_product.py
 )
-STAGES = ["baseline-embed-texts", "iter0-embed-candidates", "iter0-embed-interpretations", "iter0-interpret",
-          "iter0-on-text", "iter0-train-embedder", "iter1-dpo", "iter1-embed-candidates",
-          "iter1-embed-interpretations", "iter1-interpret", "iter1-merged", "iter1-on-text", "iter1-prefer",
-          "iter1-train-embedder", "iter2-dpo", "iter2-embed-interpretations", "iter2-embed-interpretations-final",
-          "iter2-interpret", "iter2-merged", "iter2-on-text", "iter2-prefer", "iter2-train-embedder", "texts"]
+# The default representation ("concat") embeds the texts with each iteration's embedder.
+STAGES = ["baseline-embed-texts", "iter0-embed-candidates", "iter0-embed-interpretations", "iter0-embed-texts",
+          "iter0-interpret", "iter0-on-text", "iter0-train-embedder", "iter1-dpo", "iter1-embed-candidates",
+          "iter1-embed-interpretations", "iter1-embed-texts", "iter1-interpret", "iter1-merged", "iter1-on-text",
+          "iter1-prefer", "iter1-train-embedder", "iter2-dpo", "iter2-embed-interpretations",
+          "iter2-embed-interpretations-final", "iter2-embed-texts", "iter2-interpret", "iter2-merged",
+          "iter2-on-text", "iter2-prefer", "iter2-train-embedder", "texts"]
 
 
 @pytest.fixture(scope="module")

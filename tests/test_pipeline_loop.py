@@ -12,6 +12,7 @@ from coevo_ray.config import CoEvolverConfig
 from coevo_ray.data import load_corpus
 from coevo_ray.pipeline import RunContext, run_coevolution
 from coevo_ray.pipeline.outputs import describe_clusters, write_outputs
+from coevo_ray.tables import column_matrix, greedy_table
 from coevo_ray.testing import FakeStage, fake_stages
 
 TOPICS = 4
@@ -30,7 +31,7 @@ def _fit(tmp_path: Path, stages=None, **params):
 
 
 def test_stages_run_in_the_papers_order_on_each_others_outputs(tmp_path):
-    ctx, _, result = _fit(tmp_path)
+    ctx, _, result = _fit(tmp_path, representation="interpretation")  # the paper's final step
     order = list(ctx.timings)
     per_iteration = ["embed-interpretations", "train-embedder", "embed-candidates", "on-text"]
     assert order == ["iter0-interpret", *[f"iter0-{s}" for s in per_iteration],
@@ -58,6 +59,26 @@ def test_stages_run_in_the_papers_order_on_each_others_outputs(tmp_path):
     assert result.history[1]["preferences"]["pairs"] == len(TEXTS) and result.history[1]["dpo"]["steps"] == 1
     assert result.llm.adapter.name.startswith("iter2-dpo-") and result.embedder_dir.name.startswith("iter2-train")
     assert result.interpretations[0].startswith("about topic0 (0, iter2-merged-")
+
+
+def test_the_default_clusters_each_iterations_interpretations_beside_its_texts(tmp_path):
+    ctx, _, result = _fit(tmp_path)
+    assert CoEvolverConfig(task="intent: user intent", n_clusters=TOPICS).representation == "concat"
+    embeds = [(inputs["column"], inputs["emb_dir"].name) for name, inputs in FakeStage.calls if name == "embed"]
+    text_embeds = [emb_dir.split("-")[0] for column, emb_dir in embeds if column == "text"]
+    # Each iteration embeds the texts with the embedder it just trained; the baseline, untrained.
+    assert text_embeds == ["iter0", "iter1", "iter2", "base"]
+    assert [n for n in ctx.timings if n.endswith("-embed-texts")] == [f"iter{t}-embed-texts" for t in range(3)] + [
+        "baseline-embed-texts"]
+    dim = result.embeddings.shape[1] // 2
+    interp = result.embeddings[:, :dim]
+    text = result.embeddings[:, dim:]
+    np.testing.assert_allclose(np.linalg.norm(interp, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1, atol=1e-5)  # text_weight 1.0
+    final = column_matrix(greedy_table(next((ctx.run.root / "stages").glob("iter2-embed-interpretations-final-*")),
+                                       ["id", "embedding"]), "embedding")
+    np.testing.assert_allclose(interp, final / np.linalg.norm(final, axis=1, keepdims=True), atol=1e-6)
+    assert all(h["acc"] == 100.0 for h in result.history)
 
 
 def test_a_rerun_reuses_every_stage_and_gives_the_same_labels(tmp_path):
