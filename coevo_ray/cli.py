@@ -16,6 +16,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from coevo_ray.choices import Backend, PromptStyle, Representation, options
+from coevo_ray.profiles import PROFILES, profile_settings
+
 
 def default_input() -> str:
     return str(resources.files("coevo_ray") / "demo" / "support_requests.jsonl")
@@ -37,20 +40,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--k", default=None, help="number of clusters, or 'auto' (default: the number of labels)")
     p.add_argument("--llm", default="smollm2-135m-instruct", help="model alias, local directory or HF id")
     p.add_argument("--embedder", default="all-minilm-l6-v2", help="model alias, local directory or HF id")
-    p.add_argument("--profile", default="quick", choices=("quick", "paper"),
+    p.add_argument("--profile", default="quick", choices=tuple(PROFILES),
                    help="quick: 1 iteration, 2 candidates, short outputs; paper: the paper's settings")
     p.add_argument("--iterations", type=int, default=None, help="co-evolution iterations (overrides the profile)")
     p.add_argument("--max-pairs", type=int, default=None, help="cap on DPO pairs per iteration (overrides the profile)")
     p.add_argument("--sample", type=int, default=None, help="cluster a seeded random sample of this many texts")
-    p.add_argument("--representation", default=None, choices=("interpretation", "text", "concat"),
+    p.add_argument("--representation", default=None, choices=options(Representation),
                    help="what KMeans clusters (default: the profile's; concat outside the paper profile)")
     p.add_argument("--text-weight", type=float, default=1.0,
                    help="with --representation concat: weight of the raw-text embedding")
-    p.add_argument("--prompt-style", default="guided", choices=("paper", "agnostic", "guided", "exemplars", "concise"))
+    p.add_argument("--prompt-style", default="guided", choices=options(PromptStyle))
     p.add_argument("--structured-output", default=None, action=argparse.BooleanOptionalAction,
                    help="force 'Reasoning: …\\nKeywords: …' answers with vLLM structured output "
                         "(default: on with the vllm backend)")
-    p.add_argument("--backend", default="vllm", choices=("vllm", "transformers"))
+    p.add_argument("--backend", default="vllm", choices=options(Backend))
     p.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,0.5,1.0,1.5")
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--output-dir", default="runs/demo",
@@ -83,7 +86,6 @@ def run(args, out) -> int:
     from coevo_ray import CoEvolver, StageResources, load_corpus
     from coevo_ray.data.dataset import collect_corpus, is_scale_input, read_corpus_dataset
     from coevo_ray.errors import CoEvoError
-    from coevo_ray.profiles import profile_settings
     from coevo_ray.runtime import ensure_ray
 
     demo = args.input is None

@@ -2,9 +2,9 @@
 
 ``paper`` is the library's defaults (paper A.1: 4 candidates, 2 iterations, R = 100, ≤ 10k DPO
 pairs, embedder lr 3e-7) with the paper's final step: KMeans on the interpretations alone, where
-the library clusters text ⊕ interpretation by default. ``quick`` is sized for a laptop-class CPU, where one DPO step on 8
-pairs of SmolLM2-135M takes ~17 s: one iteration, two candidates, short
-interpretations, ≤ 96 DPO pairs (12 steps on 2 workers), and an embedder learning rate a small
+the library clusters text ⊕ interpretation by default. ``quick`` is sized for a laptop-class
+CPU, where one DPO step on 8 pairs of SmolLM2-135M takes ~17 s: one iteration, two candidates,
+short interpretations, ≤ 96 DPO pairs (12 steps on 2 workers), and an embedder learning rate a small
 model actually moves at.
 """
 
