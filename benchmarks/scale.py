@@ -3,6 +3,7 @@
 
     python benchmarks/scale.py --sizes 100000,1000000            # ~45 min on 2 cores
     python benchmarks/scale.py --sizes 20000 --sample-sizes 20000,5000 --quality
+    python benchmarks/scale.py --coevolve 20000 --name scale-llm-20k   # an LLM-using fit, ~50 min
 
 Each N runs `EmbeddingKMeans(n_clusters=150, sample_size=S).fit(<directory of JSONL shards>)` in a
 fresh driver process (all-MiniLM-L6-v2, one actor), and reports: seconds and ms per text per
@@ -10,6 +11,12 @@ step, peak driver RSS (ru_maxrss: the figure that must not grow with N), peak su
 Ray workers, rows in = rows out, ids unique. The corpus is clinc150_full, then seeded word-level
 variants of it (every text distinct, each with its source's label), written as 50,000-line JSONL
 shards under benchmarks/.cache/scale/ by a separate process (not measured).
+
+``--coevolve N`` instead runs one LLM-using fit on the same kind of corpus, in a fresh driver:
+`CoEvolver(n_clusters=150, iterations=0)` (SmolLM2-135M, greedy answers of at most
+``--max-tokens`` tokens sized by the grammar, MiniLM, no embedder training: a run that prices
+generation at N and the driver's memory, not a quality run), text ⊕ interpretation clustered,
+names and assignments written; the same memory figures, seconds per stage, rows out.
 
 ``--quality`` adds, per N and sample size, ACC / NMI / ARI of the assignments against the
 labels (read back in a separate process): what fitting the centres on a sample changes.
@@ -86,6 +93,39 @@ def unit_fit(args) -> dict:
             "assignments": str(model.assignments_dir_)}
 
 
+def unit_coevolve(args) -> dict:
+    """One LLM-using fit in this (fresh) process, read from the corpus directory by Ray Data."""
+    import ray
+
+    from coevo_ray import CoEvolver
+    from coevo_ray.data import PAPER_TASKS
+    from coevo_ray.runtime import ensure_ray
+
+    ensure_ray(quiet=True, log_to_driver=False, include_dashboard=False)
+    work = CACHE / f"run-coevolve-{args.n}"
+    shutil.rmtree(work, ignore_errors=True)
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        model = CoEvolver(task=PAPER_TASKS["clinc_intent"], n_clusters=K, iterations=0, seed=0, output_dir=str(work),
+                          interpret={"temperatures": (0.0,), "max_tokens": args.max_tokens,
+                                     "structured_output": True, "sized_answers": True},
+                          train_embedder={"enabled": False})
+        model.fit(str(corpus_dir(args.n)), labels="label")
+        total = time.perf_counter() - start
+    assigned = ray.data.read_parquet(str(model.assignments_dir_))
+    rows_out = assigned.count()
+    unique_ids = assigned.select_columns(["id"]).groupby("id").count().count()
+    seconds = {**model.timings_, "total": round(total, 2)}
+    scores = {k: model.history_[-1].get(k) for k in ("acc", "nmi", "ari")}
+    base = {k: (model.baseline_ or {}).get(k) for k in ("acc", "nmi", "ari")}
+    return {"n": args.n, "max_tokens": args.max_tokens, "k": K, "rows_in": len(model.labels_),
+            "rows_out": rows_out, "unique_ids": unique_ids, "seconds": seconds,
+            "ms_per_text": {k: round(1000 * v / args.n, 3) for k, v in seconds.items()},
+            "peak_driver_mib": PeakMemory.driver_mib(), "peak_ray_workers_mib": round(mem.workers_peak / 2**20, 1),
+            "parse_fallbacks": model.history_[-1].get("parse_fallbacks"), "scores": scores,
+            "baseline_scores": base, "assignments": str(model.assignments_dir_)}
+
+
 def unit_quality(args) -> dict:
     """ACC / NMI / ARI of a fit's written assignments against the corpus labels."""
     import pyarrow.parquet as pq
@@ -97,7 +137,7 @@ def unit_quality(args) -> dict:
 
 
 def run_unit(kind: str, args, n: int, sample_size: int, **flags) -> dict:
-    name = f"{kind}-{n}-{sample_size}"
+    name = f"{kind}-{n}-{sample_size}" + (f"-t{flags['max_tokens']}" if "max_tokens" in flags else "")
     flags = {"n": n, "sample_size": sample_size, **flags}
     cache = CACHE / f"{name}.json"
     if cache.exists() and not args.fresh:
@@ -120,12 +160,14 @@ def write_results(res: dict, name: str, argv: list[str]) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps({"command": f"python benchmarks/scale.py {' '.join(argv)}",
                                                       "machine": machine(), "units": res}, indent=1))
     fits = [r for key, r in res.items() if key.startswith("fit-")]
+    coevolved = [r for key, r in res.items() if key.startswith("coevolve-")]
     lines = [f"# {name}", "", f"Command: `python benchmarks/scale.py {' '.join(argv)}` (cached units are reused)", "",
-             f"Machine: {json.dumps(machine())}", "",
-             "EmbeddingKMeans(n_clusters=150, all-MiniLM-L6-v2, 1 embedding actor) on a directory of JSONL "
-             "shards: read + checks → embed → KMeans on a seeded sample → assign → write.", "",
-             "| N | sample | rows out | unique ids | read s | embed s | kmeans s | assign s | total s | "
-             "ms/text total | peak driver MiB | peak Ray workers MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Machine: {json.dumps(machine())}", ""]
+    if fits:
+        lines += ["EmbeddingKMeans(n_clusters=150, all-MiniLM-L6-v2, 1 embedding actor) on a directory of JSONL "
+                  "shards: read + checks → embed → KMeans on a seeded sample → assign → write.", "",
+                  "| N | sample | rows out | unique ids | read s | embed s | kmeans s | assign s | total s | "
+                  "ms/text total | peak driver MiB | peak Ray workers MiB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in fits:
         s = r["seconds"]
         lines.append(f"| {r['n']:,} | {r['fit_rows']:,} | {r['rows_out']:,} | {r['unique_ids']:,} | {s['read']} | "
@@ -138,13 +180,32 @@ def write_results(res: dict, name: str, argv: list[str]) -> None:
             _, n, sample = key.split("-")
             fit_rows = res[f"fit-{n}-{sample}"]["fit_rows"]
             lines.append(f"| {int(n):,} | {fit_rows:,} rows | {q['acc']:.2f} | {q['nmi']:.2f} | {q['ari']:.2f} |")
+    if coevolved:
+        lines += ["CoEvolver(n_clusters=150, iterations=0; SmolLM2-135M greedy, sized answers; MiniLM, no "
+                  "embedder training; text ⊕ interpretation) on the same kind of corpus directory.", "",
+                  "| N | max tokens | rows out | unique ids | seconds per stage | total s | ms/text | "
+                  "peak driver MiB | peak Ray workers MiB | ACC (raw-text KMeans) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in coevolved:
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items() if k != "total" and v >= 1)
+            lines.append(f"| {r['n']:,} | {r['max_tokens']} | {r['rows_out']:,} | {r['unique_ids']:,} | {stages} | "
+                         f"{r['seconds']['total']} | {r['ms_per_text']['total']} | {r['peak_driver_mib']} | "
+                         f"{r['peak_ray_workers_mib']} | {r['scores']['acc']:.2f} ({r['baseline_scores']['acc']:.2f}) |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+
+
+def write_corpus_in_subprocess(n: int) -> None:
+    """The corpus is written by another process, so it does not count in a unit's memory."""
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path[:0] = {[str(HERE), str(HERE.parent)]!r}; "
+                    f"import scale; scale.write_corpus({n})"], check=True)
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="100000,1000000")
+    p.add_argument("--coevolve", type=int, default=None, metavar="N",
+                   help="instead: one CoEvolver fit (iterations=0) on N texts")
+    p.add_argument("--max-tokens", type=int, default=16, help="answer cap of --coevolve")
     p.add_argument("--sample-sizes", default="100000", help="KMeans sample sizes (each run at every N)")
     p.add_argument("--quality", action="store_true", help="also score the assignments against the labels")
     p.add_argument("--name", default="scale-1m")
@@ -155,13 +216,19 @@ def main(argv=None) -> int:
     p.add_argument("--assignments", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.unit:
-        print(json.dumps({"fit": unit_fit, "quality": unit_quality}[args.unit](args)))
+        units = {"fit": unit_fit, "coevolve": unit_coevolve, "quality": unit_quality}
+        print(json.dumps(units[args.unit](args)))
         return 0
     CACHE.mkdir(parents=True, exist_ok=True)
     res: dict = {}
+    if args.coevolve:
+        write_corpus_in_subprocess(args.coevolve)
+        res[f"coevolve-{args.coevolve}"] = run_unit("coevolve", args, n=args.coevolve, sample_size=args.coevolve,
+                                                    max_tokens=args.max_tokens)
+        write_results(res, args.name, argv)
+        return 0
     for n in (int(x) for x in args.sizes.split(",") if x):
-        subprocess.run([sys.executable, "-c", f"import sys; sys.path[:0] = {[str(HERE), str(HERE.parent)]!r}; "
-                        f"import scale; scale.write_corpus({n})"], check=True)
+        write_corpus_in_subprocess(n)
         for s in (int(x) for x in args.sample_sizes.split(",") if x):
             fit = res[f"fit-{n}-{s}"] = run_unit("fit", args, n=n, sample_size=s)
             if args.quality:
