@@ -65,10 +65,17 @@ def write_corpus(n: int) -> Path:
     return out
 
 
-def unit_fit(args) -> dict:
-    """One fit in this (fresh) process; the driver's peak RSS is this process's."""
+def written_rows(assignments_dir) -> tuple[int, int, tuple[int, int]]:
+    """Rows, distinct ids and the id range of the assignment shards a fit wrote, read by Ray Data."""
     import ray
 
+    assigned = ray.data.read_parquet(str(assignments_dir))
+    unique_ids = assigned.select_columns(["id"]).groupby("id").count().count()
+    return assigned.count(), unique_ids, (assigned.min("id"), assigned.max("id"))
+
+
+def unit_fit(args) -> dict:
+    """One fit in this (fresh) process; the driver's peak RSS is this process's."""
     from coevo_ray import EmbeddingKMeans
     from coevo_ray.runtime import ensure_ray
 
@@ -80,10 +87,7 @@ def unit_fit(args) -> dict:
         model = EmbeddingKMeans(n_clusters=K, sample_size=args.sample_size, seed=0, output_dir=str(work))
         model.fit(str(corpus_dir(args.n)), label_field="label")
         total = time.perf_counter() - start
-    assigned = ray.data.read_parquet(str(model.assignments_dir_))
-    rows_out = assigned.count()
-    unique_ids = assigned.select_columns(["id"]).groupby("id").count().count()
-    id_range = (assigned.min("id"), assigned.max("id"))
+    rows_out, unique_ids, id_range = written_rows(model.assignments_dir_)
     seconds = {**model.timings_, "total": round(total, 2)}
     return {"n": args.n, "sample_size": args.sample_size, "fit_rows": model.n_fit_rows_, "k": K,
             "rows_in": model.n_texts_, "rows_out": rows_out, "unique_ids": unique_ids, "id_range": id_range,
@@ -95,8 +99,6 @@ def unit_fit(args) -> dict:
 
 def unit_coevolve(args) -> dict:
     """One LLM-using fit in this (fresh) process, read from the corpus directory by Ray Data."""
-    import ray
-
     from coevo_ray import CoEvolver
     from coevo_ray.data import PAPER_TASKS
     from coevo_ray.runtime import ensure_ray
@@ -112,9 +114,7 @@ def unit_coevolve(args) -> dict:
                           train_embedder={"enabled": False})
         model.fit(str(corpus_dir(args.n)), labels="label")
         total = time.perf_counter() - start
-    assigned = ray.data.read_parquet(str(model.assignments_dir_))
-    rows_out = assigned.count()
-    unique_ids = assigned.select_columns(["id"]).groupby("id").count().count()
+    rows_out, unique_ids, _ = written_rows(model.assignments_dir_)
     seconds = {**model.timings_, "total": round(total, 2)}
     scores = {k: model.history_[-1].get(k) for k in ("acc", "nmi", "ari")}
     base = {k: (model.baseline_ or {}).get(k) for k in ("acc", "nmi", "ari")}
