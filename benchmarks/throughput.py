@@ -78,8 +78,10 @@ def write_candidate_tables(texts, cands, root: Path) -> tuple[Path, Path]:
     emb.mkdir(parents=True)
     ids, cand = np.repeat(np.arange(n), c), np.tile(np.arange(c), n)
     rep = [t for t in texts for _ in range(c)]
-    pq.write_table(pa.table({"id": ids, "candidate": cand, "text": rep,
-                             "raw": [f"{t} [{j}]" for t, j in zip(rep, cand)]}), gen / "part-0.parquet")
+    answers = [f"{t} [{j}]" for t, j in zip(rep, cand)]
+    pq.write_table(pa.table({"id": ids, "candidate": cand, "text": rep, "raw": answers, "interpretation": answers,
+                             "fallback": [""] * len(rep), "finish_reason": ["stop"] * len(rep)}),
+                   gen / "part-0.parquet")
     flat = cands.reshape(n * c, -1)
     pq.write_table(pa.table({"id": ids, "candidate": cand,
                              "embedding": pa.FixedSizeListArray.from_arrays(flat.reshape(-1), flat.shape[1])}),
@@ -197,17 +199,33 @@ def unit_layout(args) -> dict:
     return {"actors": actors, "threads_per_actor": threads, "n": len(rows), "wall_s": round(wall, 1)}
 
 
+def unit_interpret_in_process(args) -> dict:
+    """ray_overhead's interpret reference: the stage's callable in this process, handed every
+    request at once (the most an engine can be given)."""
+    from coevo_ray.interpret import EngineSpec, GenerationSettings
+    from coevo_ray.models import resolve_model
+
+    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=args.max_tokens)
+    spec = EngineSpec(model_dir=str(resolve_model("smollm2-135m-instruct")))
+    texts = read_texts(args.n_overhead_gen)
+    raw, start_s, gen_s, _ = generate_in_process(spec, settings, texts, batch_size=len(texts))
+    return {"start_s": start_s, "gen_s": gen_s, "raw": raw}
+
+
 def unit_ray_overhead(args) -> dict:
     """Each stage's work through Ray (Data actor pool / task) and the same work called in-process."""
     import numpy as np
+    import ray
 
+    from coevo_ray.config import EmbedConfig
     from coevo_ray.data import load_corpus
     from coevo_ray.embed import embed_dataset, encode, load_encoder
     from coevo_ray.interpret import EngineSpec, GenerationSettings, interpret_dataset
-    from coevo_ray.resources import StageResources
     from coevo_ray.models import resolve_model
     from coevo_ray.prefer import PreferenceConfig
     from coevo_ray.prefer.stage import preference_stage, preference_stage_on_ray
+    from coevo_ray.resources import StageResources
+    from coevo_ray.runtime import small_on_one_cpu_node, wait_for_cpus
 
     out = {}
     llm = str(resolve_model("smollm2-135m-instruct"))
@@ -216,9 +234,13 @@ def unit_ray_overhead(args) -> dict:
     settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=args.max_tokens)
     spec = EngineSpec(model_dir=llm)
 
-    # The in-process reference hands the engine every request at once (the most it can be given).
-    raw, start_s, gen_s, _ = generate_in_process(spec, settings, gen_texts, batch_size=len(gen_texts))
-    in_proc = start_s + gen_s
+    # The in-process reference runs in a process of its own: an engine left in this one would
+    # share the cores with the Ray Data actor measured next.
+    proc = subprocess.run([sys.executable, __file__, "--unit", "interpret_in_process", "--n-overhead-gen",
+                           str(args.n_overhead_gen), "--max-tokens", str(args.max_tokens)],
+                          capture_output=True, text=True, check=True)
+    reference = json.loads(proc.stdout.strip().splitlines()[-1])
+    raw, in_proc = reference["raw"], reference["start_s"] + reference["gen_s"]
     init_ray()
     out["interpret"] = {"n_texts": len(gen_texts), "in_process_s": round(in_proc, 1)}
     # Batches of 64 texts: the stage as configured (batches share the engine) and one at a time.
@@ -231,6 +253,9 @@ def unit_ray_overhead(args) -> dict:
         out["interpret"].update({f"{name}_s": round(ray_s, 1), f"{name}_ratio": round(ray_s / in_proc, 2),
                                  f"{name}_identical_outputs": f"{same}/{len(raw)}"})
 
+    # The interpret actor pool is torn down asynchronously: the next references must not share
+    # the cores with it.
+    wait_for_cpus(ray.cluster_resources()["CPU"])
     emb_texts = variant_texts(args.n_embed)[0]
     t0 = time.perf_counter()
     vecs = encode(load_encoder(emb, device="cpu"), emb_texts)
@@ -258,6 +283,7 @@ def unit_ray_overhead(args) -> dict:
         stage_s = time.perf_counter() - t0
     out["embed"].update({"stage_s": round(stage_s, 1), "stage_ran_in": where, "stage_ratio": round(stage_s / in_proc, 2)})
 
+    wait_for_cpus(ray.cluster_resources()["CPU"])
     cfg = PreferenceConfig(n_runs=args.runs)
     with tempfile.TemporaryDirectory() as tmp:
         gen, embd = write_candidate_tables(emb_texts, perturbed_candidates(vecs, args.candidates), Path(tmp))
@@ -270,7 +296,10 @@ def unit_ray_overhead(args) -> dict:
         preference_stage_on_ray(str(gen), str(embd), str(Path(tmp) / "b"), args.k, cfg)
         ray_s = time.perf_counter() - t0
     out["prefer"] = {"n_texts": len(emb_texts), "candidates": args.candidates, "runs": args.runs,
-                     "in_process_s": round(in_proc, 1), "ray_task_s": round(ray_s, 1), "ratio": round(ray_s / in_proc, 2)}
+                     "in_process_s": round(in_proc, 1), "ray_task_s": round(ray_s, 1), "ratio": round(ray_s / in_proc, 2),
+                     # Where fit()'s prefer stage runs this many texts (embed.in_process_max_rows).
+                     "stage_ran_in": "driver" if small_on_one_cpu_node(len(emb_texts), EmbedConfig().in_process_max_rows)
+                     else "ray-task"}
     return out
 
 
@@ -421,7 +450,7 @@ def unit_scale_generation(args) -> dict:
 
 
 UNITS = {"gemm": unit_gemm, "generation": unit_generation, "profile": unit_profile, "layout": unit_layout,
-         "ray_overhead": unit_ray_overhead,
+         "ray_overhead": unit_ray_overhead, "interpret_in_process": unit_interpret_in_process,
          "selection": unit_selection, "training": unit_training, "scale_embed": unit_scale_embed,
          "scale_generation": unit_scale_generation}
 

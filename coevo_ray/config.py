@@ -92,8 +92,9 @@ class EmbedConfig:
     prompt_name: str | None = "auto"
     batch_size: int = 64
     resources: StageResources = field(default_factory=lambda: StageResources(batch_size=256))
-    # A stage of at most this many rows, on a one-node cluster without GPUs, is embedded in the
-    # driver rather than by a fresh actor pool (embed/stage.py); 0 = always Ray Data.
+    # A stage of at most this many rows, on a one-node cluster without GPUs, runs in the driver
+    # rather than on fresh Ray workers (runtime.small_on_one_cpu_node): the embeddings, the on-text
+    # guard and the preferences' KMeans runs; 0 = always on Ray.
     in_process_max_rows: int = 5000
 
     def __post_init__(self) -> None:

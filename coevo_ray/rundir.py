@@ -95,6 +95,18 @@ class RunDir:
             logger.debug("stage %s: reusing %s", name, path.name)
             self.reused.append(name)
             return path, True
+        twin = self._finished_with_key(key)
+        if twin is not None:
+            # The same work already done under another name (the baseline's embedding of the texts
+            # is iteration 0's when the embedder was not trained): linked, not recomputed.
+            logger.debug("stage %s: linking %s", name, twin.name)
+            atomic_dir(path, lambda tmp: shutil.copytree(twin, tmp, dirs_exist_ok=True, copy_function=_link_or_copy))
+            self.reused.append(name)
+            manifest = self.manifest()
+            manifest["stages"][path.name] = {"stage": name, "key": key, "seconds": 0.0, "finished_at": time.time(),
+                                             "linked_from": twin.name}
+            self._save(manifest)
+            return path, True
         logger.debug("stage %s: running", name)
         start = time.perf_counter()
         atomic_dir(path, build)
@@ -104,6 +116,22 @@ class RunDir:
                                          "finished_at": time.time()}
         self._save(manifest)
         return path, False
+
+    def _finished_with_key(self, key: str) -> Path | None:
+        """A finished stage directory with this key under any name (keys hash the stage's kind
+        and everything it depends on, so equal keys mean equal contents)."""
+        for dirname, entry in sorted(self.manifest()["stages"].items()):
+            path = self.root / "stages" / dirname
+            if entry.get("key") == key and path.is_dir():
+                return path
+        return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(src, dst)
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> set[str]:

@@ -42,6 +42,16 @@ def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
 
 
+def small_on_one_cpu_node(rows: int, max_rows: int) -> bool:
+    """Whether a stage of ``rows`` rows runs in the driver rather than on Ray workers: at most
+    ``max_rows`` rows on a one-node cluster without GPUs, where a worker's start-up and imports
+    cost more than the work and would share the driver's cores anyway (README, "Benchmarks").
+    Anything larger runs on Ray, so the driver never loads a model or the vectors for it."""
+    import ray
+
+    return rows <= max_rows and cluster_gpus() == 0 and sum(node["Alive"] for node in ray.nodes()) == 1
+
+
 def actor_threads(requested: int | None = None) -> int:
     """Threads for torch inside an actor. Ray pins OMP_NUM_THREADS to the actor's num_cpus (1),
     which would leave the other cores idle while one stage runs at a time."""

@@ -126,6 +126,26 @@ def test_small_embed_stage_runs_in_the_driver_with_the_actor_pools_vectors(ray_s
     assert vecs.shape == (15, 384) and np.allclose(vecs, vecs2, atol=1e-5)
 
 
+
+def test_on_text_guard_in_a_ray_task_leaves_the_driver_without_an_encoder(ray_session, minilm_dir, monkeypatch):
+    """Above ``in_process_max_rows`` the guard embeds its sample in a Ray task: same figures as in
+    the driver, and the driver has loaded no encoder for it (the 20k fit's memory, #18)."""
+    import math
+
+    from coevo_ray.embed import encoder
+    from coevo_ray.metrics import sample_on_text_similarity
+    from coevo_ray.testing import read_jsonl
+
+    texts, _ = read_jsonl("bank77.jsonl", n=40, seed=3)
+    interpretations = [t.split()[0] for t in texts]
+    monkeypatch.setattr(encoder, "_DRIVER_ENCODER", None)
+    remote = sample_on_text_similarity(str(minilm_dir), texts, interpretations, sample=32, seed=5, in_driver=False)
+    assert encoder._DRIVER_ENCODER is None
+    local = sample_on_text_similarity(str(minilm_dir), texts, interpretations, sample=32, seed=5)
+    assert encoder._DRIVER_ENCODER is not None
+    assert remote["n"] == local["n"] == 32
+    assert all(math.isclose(remote[k], local[k], abs_tol=2e-4) for k in ("matched", "shuffled", "gap"))
+
 def _wheel(folder, name: str, version: str, member: str, data: bytes):
     import zipfile
 

@@ -11,8 +11,9 @@ import numpy as np
 from coevo_ray.config import CoEvolverConfig
 from coevo_ray.data import load_corpus
 from coevo_ray.pipeline import RunContext, run_coevolution
+from coevo_ray.pipeline.embedding import TextsStage
 from coevo_ray.pipeline.outputs import describe_clusters, write_outputs
-from coevo_ray.tables import column_matrix, greedy_table
+from coevo_ray.tables import column_matrix, greedy_table, read_table
 from coevo_ray.testing import FakeStage, fake_stages
 
 TOPICS = 4
@@ -93,6 +94,29 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(tmp_path):
     ctx, _, _ = _fit(tmp_path, train_embedder={"learning_rate": 1e-4})
     assert ctx.run.ran[0] == "iter0-train-embedder" and "iter0-interpret" in ctx.run.reused
 
+
+
+def test_the_same_work_under_another_name_is_linked_not_redone(tmp_path):
+    """With the embedder untrained, the baseline's embedding of the texts is iteration 0's."""
+    ctx, _, result = _fit(tmp_path, iterations=0, train_embedder={"enabled": False})
+    assert [i["emb_dir"] for name, i in FakeStage.calls if name == "embed" and i["column"] == "text"] == [
+        tmp_path / "base-embedder"]
+    assert "baseline-embed-texts" in ctx.run.reused and "baseline-embed-texts" not in ctx.run.ran
+    stages = ctx.run.root / "stages"
+    first, linked = (next(stages.glob(f"{name}-*")) for name in ("iter0-embed-texts", "baseline-embed-texts"))
+    assert [f.read_bytes() for f in sorted(first.iterdir())] == [f.read_bytes() for f in sorted(linked.iterdir())]
+    assert json.loads((ctx.run.root / "manifest.json").read_text())["stages"][linked.name]["linked_from"] == first.name
+    assert result.baseline["acc"] == 100.0
+
+
+def test_the_texts_stage_is_redone_when_a_new_length_limit_cuts_a_text(tmp_path):
+    _fit(tmp_path, iterations=0)
+    ctx, _, _ = _fit(tmp_path, iterations=0, interpret={"max_text_chars": 2000})
+    assert "texts" in ctx.run.reused  # no text is longer than either limit
+    ctx, _, _ = _fit(tmp_path, iterations=0, interpret={"max_text_chars": 12})
+    assert "texts" in ctx.run.ran
+    cut = ctx.run.root / "stages" / f"texts-{TextsStage().key(ctx)}"
+    assert {len(t) for t in read_table(cut).column("text").to_pylist()} == {12}
 
 def test_without_pairs_the_llm_is_left_as_it_is(tmp_path):
     ctx, _, result = _fit(tmp_path, stages=fake_stages(pairs=False), iterations=1)

@@ -5,7 +5,7 @@ import pytest
 
 from coevo_ray.errors import InputError
 from coevo_ray.prefer import PreferenceConfig, averaged_nearest_centroid_distances, choose_winners, pair_mask, sample_pairs
-from coevo_ray.prefer.stage import preference_stage_on_ray
+from coevo_ray.prefer.stage import preference_stage, preference_stage_on_ray
 
 
 def _world(n_per=20, k=4, d=16, c=4, seed=0):
@@ -116,7 +116,7 @@ def test_bad_configuration():
         sample_pairs(np.ones((3, 1), dtype=bool), np.zeros(3, dtype=int), 10)
 
 
-def test_preference_stage_as_a_ray_task_writes_pairs(ray_session, tmp_path):
+def test_preference_stage_as_a_ray_task_or_in_the_driver_writes_the_same_pairs(ray_session, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -155,3 +155,7 @@ def test_preference_stage_as_a_ray_task_writes_pairs(ray_session, tmp_path):
     assert all(r["chosen"] == interp[r["id"]][winner[r["id"]]] and r["text"] == f"text {r['id']}" for r in pairs)
     assert not {interp[cut[0]][cut[1]], interp[fell[0]][fell[1]]} & {r["rejected"] for r in pairs}
     assert all(r["chosen_distance"] < r["rejected_distance"] for r in pairs)
+    # A small stage on one CPU node runs in the driver instead: the same pairs and statistics.
+    (tmp_path / "in-driver").mkdir()
+    assert preference_stage(str(gen), str(emb), str(tmp_path / "in-driver"), k, cfg) == stats
+    assert pq.read_table(tmp_path / "in-driver" / "pairs.parquet").to_pylist() == pairs

@@ -59,11 +59,10 @@ def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResou
     import pyarrow.parquet as pq
     import ray
 
-    from coevo_ray.runtime import cluster_gpus
+    from coevo_ray.runtime import small_on_one_cpu_node
 
     rows = sum(pq.read_metadata(f).num_rows for f in sorted(Path(source).glob("*.parquet")))
-    small = rows <= in_process_max_rows and resources.gpus_per_actor == 0 and cluster_gpus() == 0
-    if small and sum(node["Alive"] for node in ray.nodes()) == 1:
+    if resources.gpus_per_actor == 0 and small_on_one_cpu_node(rows, in_process_max_rows):
         from coevo_ray.tables import read_table
 
         table = read_table(Path(source), keep + [column], sort_by=(),

@@ -31,13 +31,29 @@ def on_text_similarity(text_emb: np.ndarray, interp_emb: np.ndarray, seed: int =
 
 
 def sample_on_text_similarity(encoder_dir: str, texts: Sequence[str], interpretations: Sequence[str],
-                              sample: int = 256, seed: int = 0, prompt: str = "") -> dict[str, float]:
-    """:func:`on_text_similarity` on a seeded sample, embedded in-process (CPU, a few seconds)."""
-    from coevo_ray.embed import driver_encoder, encode
-
+                              sample: int = 256, seed: int = 0, prompt: str = "",
+                              in_driver: bool = True) -> dict[str, float]:
+    """:func:`on_text_similarity` on a seeded sample (a few seconds on a CPU): embedded in the
+    driver, or with ``in_driver=False`` in a Ray task, so that a large fit's driver never loads
+    torch and the embedder for it."""
     n = len(texts)
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
-    encoder = driver_encoder(encoder_dir)
-    t = encode(encoder, [texts[i] for i in idx], prompt=prompt)
-    i = encode(encoder, [interpretations[j] for j in idx], prompt=prompt)
-    return on_text_similarity(t, i, seed)
+    args = (encoder_dir, [texts[i] for i in idx], [interpretations[j] for j in idx], prompt, seed, in_driver)
+    if in_driver:
+        return _embedded_similarity(*args)
+    import ray
+
+    from coevo_ray.runtime import cluster_gpus
+
+    task = ray.remote(num_cpus=1, num_gpus=1 if cluster_gpus() else 0)(_embedded_similarity)
+    return ray.get(task.remote(*args))
+
+
+def _embedded_similarity(encoder_dir: str, texts: list[str], interpretations: list[str], prompt: str, seed: int,
+                         in_driver: bool) -> dict[str, float]:
+    from coevo_ray.embed import driver_encoder, encode, load_encoder
+
+    # The driver keeps its encoder for the next iteration; a task's worker is not kept.
+    encoder = driver_encoder(encoder_dir) if in_driver else load_encoder(encoder_dir)
+    return on_text_similarity(encode(encoder, texts, prompt=prompt), encode(encoder, interpretations, prompt=prompt),
+                              seed)

@@ -35,6 +35,11 @@ class TextsStage:
     name = "texts"
 
     def key(self, ctx: RunContext) -> str:
+        # The truncation is part of what this stage holds only when it cut a text (keys of runs
+        # written before it was in the key stay valid).
+        limit = ctx.config.interpret.max_text_chars
+        if any(len(t) > limit for t in ctx.corpus.texts):
+            return fingerprint("texts", ctx.corpus_key, limit)
         return ctx.corpus_key
 
     def build(self, ctx: RunContext, out: Path) -> None:
@@ -77,10 +82,15 @@ class OnTextStage:
 
     def build(self, ctx: RunContext, out: Path, generated: Path, emb_dir: Path) -> None:
         from coevo_ray.metrics import sample_on_text_similarity
+        from coevo_ray.runtime import small_on_one_cpu_node
 
+        cfg = ctx.config.embed
         interpretations = greedy_table(generated, ["id", "interpretation"]).column("interpretation").to_pylist()
+        # Where this corpus's embed stages run, so that a large fit's driver never loads the embedder.
+        in_driver = cfg.resources.gpus_per_actor == 0 and small_on_one_cpu_node(len(interpretations),
+                                                                                cfg.in_process_max_rows)
         guard = sample_on_text_similarity(str(emb_dir), ctx.model_texts(), interpretations, seed=ctx.seed(),
-                                          prompt=model_prompt(emb_dir, ctx.config.embed.prompt_name))
+                                          prompt=model_prompt(emb_dir, cfg.prompt_name), in_driver=in_driver)
         atomic_write_json(out / "on_text.json", guard)
 
 

@@ -26,12 +26,15 @@ class PreferStage:
 
     def build(self, ctx: RunContext, out: Path, generated: Path, embedded: Path, n_clusters: int,
               iteration: int) -> None:
-        from coevo_ray.prefer.stage import preference_stage_on_ray
+        from coevo_ray.prefer.stage import preference_stage, preference_stage_on_ray
+        from coevo_ray.runtime import small_on_one_cpu_node
 
         cfg = ctx.config.prefer
-        logger.info("iteration %d: preferences from %d KMeans runs (%s rule)", iteration, cfg.n_runs, cfg.rule)
-        stats = preference_stage_on_ray(str(generated), str(embedded), str(out), n_clusters, cfg,
-                                        ctx.seed(iteration))
+        in_driver = small_on_one_cpu_node(len(ctx.corpus), ctx.config.embed.in_process_max_rows)
+        logger.info("iteration %d: preferences from %d KMeans runs (%s rule, %s)", iteration, cfg.n_runs, cfg.rule,
+                    "in the driver" if in_driver else "in a Ray task")
+        run = preference_stage if in_driver else preference_stage_on_ray
+        stats = run(str(generated), str(embedded), str(out), n_clusters, cfg, ctx.seed(iteration))
         atomic_write_json(out / "stats.json", stats)
 
 
