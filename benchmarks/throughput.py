@@ -13,6 +13,7 @@ Sections (each figure is a ratio to its reference; seconds are reported beside i
                 model ops, engine and Python), SmolLM2-135M fp32 at the first --concurrency
   structured    the same run with vLLM structured output (the interpretation regex) on
   layout        the interpret stage through Ray Data: 1 actor × 2 threads vs 2 actors × 1 thread
+  scheduler     vLLM's max_num_seqs at 128, 256 (its CPU default) and 512, 512 greedy requests
   ray_overhead  the interpret, embed and prefer stages through Ray vs the same work in-process
   selection     R = 100 KMeans runs + averaged distances over N × C candidates vs one embedding
                 pass over the N texts; one FAISS KMeans vs one scikit-learn KMeans
@@ -139,7 +140,8 @@ def unit_generation(args) -> dict:
     texts = read_texts(args.n)
     settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=args.max_tokens)
     spec = EngineSpec(model_dir=model_dir, dtype=args.dtype, backend=args.backend,
-                      structured_regex=INTERPRETATION_REGEX if args.structured else None)
+                      structured_regex=INTERPRETATION_REGEX if args.structured else None,
+                      extra_engine_kwargs={"max_num_seqs": args.max_num_seqs} if args.max_num_seqs else {})
     # All requests submitted at once: the engine holds min(n, max_num_seqs) of them per step.
     raw, start_s, gen_s, tok = generate_in_process(spec, settings, texts, batch_size=len(texts), warmup=4)
     tokens = count_tokens(tok, raw)
@@ -148,7 +150,8 @@ def unit_generation(args) -> dict:
     with torch.device("meta"):
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)).parameters())
     return {"start_s": round(start_s, 1), "gen_s": round(gen_s, 2), "tokens": tokens,
-            "tok_s": round(tokens / gen_s, 1), "params": params, "requests": len(texts)}
+            "tok_s": round(tokens / gen_s, 1), "params": params, "requests": len(texts),
+            **({"max_num_seqs": args.max_num_seqs} if args.max_num_seqs else {})}
 
 
 def unit_profile(args) -> dict:
@@ -468,6 +471,9 @@ def plan(args) -> dict[str, list[str]]:
         "structured": [["generation", "--llm", LLMS[0], "--dtype", "float32", "--backend", "vllm",
                         "--n", str(args.concurrency[0]), "--structured"]],
         "layout": [["layout", "--layout", layout, "--n", str(args.concurrency[0])] for layout in ("1x2", "2x1")],
+        # vLLM's scheduler limit on CPU (its default there: 256 sequences per step), 512 requests.
+        "scheduler": [["generation", "--llm", LLMS[0], "--dtype", "float32", "--backend", "vllm", "--n", "512",
+                       "--max-num-seqs", str(seqs)] for seqs in (128, 256, 512)],
         "ray_overhead": [["ray_overhead"]],
         "selection": [["selection"]],
         "training": [["training"]],
@@ -570,7 +576,8 @@ def write_markdown(res: dict, summary: dict, name: str, argv: list[str]) -> None
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", default="gemm,generation,profile,structured,layout,ray_overhead,selection,training,scaling")
+    p.add_argument("--sections",
+                   default="gemm,generation,profile,structured,layout,scheduler,ray_overhead,selection,training,scaling")
     p.add_argument("--sizes", default="1000,5000,22500", help="N for the scaling section's embed+KMeans+selection")
     p.add_argument("--gen-sizes", default="250,1000", help="N for the scaling section's generation")
     p.add_argument("--concurrency", default="256,1024", help="requests in flight per generation measurement")
@@ -595,6 +602,7 @@ def main(argv=None) -> int:
     p.add_argument("--backend", help=argparse.SUPPRESS)
     p.add_argument("--structured", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--layout", help=argparse.SUPPRESS)
+    p.add_argument("--max-num-seqs", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.unit:  # child process: one measurement, its JSON as the last stdout line
