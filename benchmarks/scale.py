@@ -213,7 +213,7 @@ def write_results(res: dict, name: str, argv: list[str]) -> None:
         lines += ["", "\"generation reused\": the same fit again in the first one's run directory with only its "
                   "generation stage kept, every later stage run again by a later commit of the code (the on-text "
                   "guard in a Ray task, the baseline's text embedding linked from iteration 0's instead of "
-                  "recomputed). The first fit's driver stayed at 338 MiB while generating (sampled every 30 s), "
+                  "recomputed, the silhouette's pairwise distances in 64 MiB chunks). The first fit's driver stayed at 338 MiB while generating (sampled every 30 s), "
                   "so the later stages set a fit's peak."]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
