@@ -110,15 +110,15 @@ def unit_coevolve(args) -> dict:
 
     ensure_ray(quiet=True, log_to_driver=False, include_dashboard=False)
     work = CACHE / f"run-coevolve-{args.n}"
-    if args.keep_generation:
-        for path in work.iterdir():
-            if path.is_dir() and path.name != "stages":
+    if args.keep_generation:  # everything but the generation stage goes
+        kept = [stage for stage in (work / "stages").iterdir() if "-interpret-" in stage.name]
+        for path in [*work.iterdir(), *(work / "stages").iterdir()]:
+            if path in kept or path == work / "stages":
+                continue
+            if path.is_dir():
                 shutil.rmtree(path)
-            elif path.is_file():
+            else:
                 path.unlink()
-        for stage in (work / "stages").iterdir():
-            if "-interpret-" not in stage.name:
-                shutil.rmtree(stage)
     else:
         shutil.rmtree(work, ignore_errors=True)
     with PeakMemory() as mem:
@@ -211,10 +211,9 @@ def write_results(res: dict, name: str, argv: list[str]) -> None:
                          f"{r['peak_ray_workers_mib']} | {r['scores']['acc']:.2f} ({r['baseline_scores']['acc']:.2f}) |")
     if any(r.get("generation_reused") for r in coevolved):
         lines += ["", "\"generation reused\": the same fit again in the first one's run directory with only its "
-                  "generation stage kept, every later stage run again by a later commit of the code (the on-text "
-                  "guard in a Ray task, the baseline's text embedding linked from iteration 0's instead of "
-                  "recomputed, the silhouette's pairwise distances in 64 MiB chunks). The first fit's driver stayed at 338 MiB while generating (sampled every 30 s), "
-                  "so the later stages set a fit's peak."]
+                  "generation stage kept and every later stage run again by the code of the time it ran (see the "
+                  "README, \"Large corpora\"); a fit's driver peaks after generation, so this row prices those "
+                  "stages' memory."]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
