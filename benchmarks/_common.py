@@ -38,6 +38,25 @@ def machine() -> dict:
     return info
 
 
+def gemm_gflops(dtype: str = "float32", seconds: float = 3.0) -> float:
+    """torch's square-matmul speed on every core: the best of 1024² and 2048² over ``seconds``
+    each (the limit generation and training are compared with)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    dt, best = getattr(torch, dtype), 0.0
+    for n in (1024, 2048):
+        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+        a @ b  # warm-up
+        reps = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
+    return round(best / 1e9, 1)
+
+
 def count_tokens(tok, outputs: list[str]) -> int:
     return sum(len(tok(o, add_special_tokens=False)["input_ids"]) for o in outputs)
 

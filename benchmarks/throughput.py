@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from _common import (  # noqa: E402
-    RESULTS, PeakMemory, count_tokens, generate_in_process, machine, perturbed_candidates, texts as read_texts,
+    RESULTS, PeakMemory, count_tokens, gemm_gflops, generate_in_process, machine, perturbed_candidates, texts as read_texts,
     variant_texts,
 )
 
@@ -108,24 +108,7 @@ def init_ray() -> None:
 
 # ----------------------------------------------------------------------------- units (one subprocess each)
 def unit_gemm(args) -> dict:
-    import torch
-
-    torch.set_num_threads(os.cpu_count())
-    out = {}
-    for dtype in DTYPES:
-        dt = getattr(torch, dtype)
-        best = 0.0
-        for n in (1024, 2048):
-            a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
-            a @ b  # warm-up
-            reps = 0
-            t0 = time.perf_counter()
-            while time.perf_counter() - t0 < 3.0:
-                a @ b
-                reps += 1
-            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0))
-        out[dtype] = {"gflops": round(best / 1e9, 1)}
-    return out
+    return {dtype: {"gflops": gemm_gflops(dtype)} for dtype in DTYPES}
 
 
 def unit_generation(args) -> dict:
@@ -246,15 +229,14 @@ def unit_ray_overhead(args) -> dict:
     raw, in_proc = reference["raw"], reference["start_s"] + reference["gen_s"]
     init_ray()
     out["interpret"] = {"n_texts": len(gen_texts), "in_process_s": round(in_proc, 1)}
-    # Batches of 64 texts: the stage as configured (batches share the engine) and one at a time.
-    for name, in_flight in (("ray_data", 512), ("ray_data_one_batch_at_a_time", 1)):
-        t0 = time.perf_counter()
-        rows = interpret_dataset(load_corpus(gen_texts).to_ray_dataset(), spec, settings,
-                                 StageResources(batch_size=64, requests_in_flight=in_flight)).take_all()
-        ray_s = time.perf_counter() - t0
-        same = sum(a == b for a, b in zip([r["raw"] for r in sorted(rows, key=lambda r: r["id"])], raw))
-        out["interpret"].update({f"{name}_s": round(ray_s, 1), f"{name}_ratio": round(ray_s / in_proc, 2),
-                                 f"{name}_identical_outputs": f"{same}/{len(raw)}"})
+    # Batches of 64 texts, as the stage is configured: they share the actor's engine.
+    t0 = time.perf_counter()
+    rows = interpret_dataset(load_corpus(gen_texts).to_ray_dataset(), spec, settings,
+                             StageResources(batch_size=64)).take_all()
+    ray_s = time.perf_counter() - t0
+    same = sum(a == b for a, b in zip([r["raw"] for r in sorted(rows, key=lambda r: r["id"])], raw))
+    out["interpret"].update({"ray_data_s": round(ray_s, 1), "ray_data_ratio": round(ray_s / in_proc, 2),
+                             "ray_data_identical_outputs": f"{same}/{len(raw)}"})
 
     # The interpret actor pool is torn down asynchronously: the next references must not share
     # the cores with it.
@@ -287,9 +269,17 @@ def unit_ray_overhead(args) -> dict:
     out["embed"].update({"stage_s": round(stage_s, 1), "stage_ran_in": where, "stage_ratio": round(stage_s / in_proc, 2)})
 
     wait_for_cpus(ray.cluster_resources()["CPU"])
+    # At --n-prefer texts, above in_process_max_rows, where fit() runs the stage as a Ray task.
+    # The embedded texts repeat, each copy moved by its own noise: the selection's cost depends
+    # on N, K, R and the candidates, not on what the vectors say (see perturbed_candidates).
+    copies = -(-args.n_prefer // len(vecs))
+    rng = np.random.default_rng(1)
+    pref_vecs = np.concatenate([vecs + rng.normal(scale=0.05, size=vecs.shape).astype(np.float32)
+                                for _ in range(copies)])[:args.n_prefer]
+    pref_texts = [f"{t} #{j}" for j in range(copies) for t in emb_texts][:args.n_prefer]
     cfg = PreferenceConfig(n_runs=args.runs)
     with tempfile.TemporaryDirectory() as tmp:
-        gen, embd = write_candidate_tables(emb_texts, perturbed_candidates(vecs, args.candidates), Path(tmp))
+        gen, embd = write_candidate_tables(pref_texts, perturbed_candidates(pref_vecs, args.candidates), Path(tmp))
         (Path(tmp) / "a").mkdir()
         (Path(tmp) / "b").mkdir()
         t0 = time.perf_counter()
@@ -298,10 +288,10 @@ def unit_ray_overhead(args) -> dict:
         t0 = time.perf_counter()
         preference_stage_on_ray(str(gen), str(embd), str(Path(tmp) / "b"), args.k, cfg)
         ray_s = time.perf_counter() - t0
-    out["prefer"] = {"n_texts": len(emb_texts), "candidates": args.candidates, "runs": args.runs,
+    out["prefer"] = {"n_texts": len(pref_texts), "candidates": args.candidates, "runs": args.runs,
                      "in_process_s": round(in_proc, 1), "ray_task_s": round(ray_s, 1), "ratio": round(ray_s / in_proc, 2),
                      # Where fit()'s prefer stage runs this many texts (embed.in_process_max_rows).
-                     "stage_ran_in": "driver" if small_on_one_cpu_node(len(emb_texts), EmbedConfig().in_process_max_rows)
+                     "stage_ran_in": "driver" if small_on_one_cpu_node(len(pref_texts), EmbedConfig().in_process_max_rows)
                      else "ray-task"}
     return out
 
@@ -499,6 +489,7 @@ def run_unit(cmd: list[str], args) -> dict:
     t0 = time.perf_counter()
     common = ["--max-tokens", str(args.max_tokens), "--runs", str(args.runs),
               "--candidates", str(args.candidates), "--k", str(args.k), "--n-embed", str(args.n_embed), "--n-overhead-gen", str(args.n_overhead_gen),
+              "--n-prefer", str(args.n_prefer),
               "--dpo-steps", str(args.dpo_steps), "--embedder-steps", str(args.embedder_steps)]
     proc = subprocess.run([sys.executable, __file__, "--unit", *cmd, *common], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -586,8 +577,12 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", default="float32", help="bfloat16 too where the CPU has native bf16 (AMX)")
     p.add_argument("--with-transformers", action="store_true", help="also time the transformers engine")
     p.add_argument("--max-tokens", type=int, default=32)
-    p.add_argument("--n-embed", type=int, default=2000, help="texts for the embed/prefer overhead")
-    p.add_argument("--n-overhead-gen", type=int, default=200, help="texts for the interpret overhead")
+    p.add_argument("--n-embed", type=int, default=2000, help="texts for the embed overhead")
+    p.add_argument("--n-overhead-gen", type=int, default=480,
+                   help="texts for the interpret overhead (480: the requests of the demo's first generation)")
+    p.add_argument("--n-prefer", type=int, default=6000,
+                   help="texts for the prefer overhead: just above embed.in_process_max_rows (5,000), the least "
+                        "work fit() runs as a Ray task")
     p.add_argument("--runs", type=int, default=100, help="KMeans runs in selection (paper: 100)")
     p.add_argument("--candidates", type=int, default=4, help="candidates per text (paper: 4 temperatures)")
     p.add_argument("--k", type=int, default=150, help="clusters for the scaling/overhead KMeans (clinc150: 150)")
