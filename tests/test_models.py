@@ -83,7 +83,7 @@ def test_missing_package_names_the_install_command(monkeypatch):
 def test_an_alias_is_converted_outside_the_calling_process(tmp_path):
     """The GGUF conversion imports torch and transformers and holds the dequantised model: it runs
     in a child, so a driver resolving a model for the first time keeps none of it (#18: a fresh
-    machine's 20k fit carried ~800 MB of it in its driver)."""
+    machine's 20k fit carried it in its driver)."""
     import os
     import subprocess
     import sys

