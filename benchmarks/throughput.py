@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -123,8 +124,9 @@ def unit_generation(args) -> dict:
     texts = read_texts(args.n)
     settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=args.max_tokens)
     spec = EngineSpec(model_dir=model_dir, dtype=args.dtype, backend=args.backend,
-                      structured_regex=INTERPRETATION_REGEX if args.structured else None,
-                      extra_engine_kwargs={"max_num_seqs": args.max_num_seqs} if args.max_num_seqs else {})
+                      structured_regex=INTERPRETATION_REGEX if args.structured else None)
+    if args.max_num_seqs:
+        spec = replace(spec, engine_kwargs={**spec.engine_kwargs, "max_num_seqs": args.max_num_seqs})
     # All requests submitted at once: the engine holds min(n, max_num_seqs) of them per step.
     raw, start_s, gen_s, tok = generate_in_process(spec, settings, texts, batch_size=len(texts), warmup=4)
     tokens = count_tokens(tok, raw)
@@ -211,7 +213,7 @@ def unit_ray_overhead(args) -> dict:
     from coevo_ray.prefer import PreferenceConfig
     from coevo_ray.prefer.stage import preference_stage, preference_stage_on_ray
     from coevo_ray.resources import StageResources
-    from coevo_ray.runtime import small_on_one_cpu_node, wait_for_cpus
+    from coevo_ray.hardware import current_topology, wait_for_resources
 
     out = {}
     llm = str(resolve_model("smollm2-135m-instruct"))
@@ -240,7 +242,7 @@ def unit_ray_overhead(args) -> dict:
 
     # The interpret actor pool is torn down asynchronously: the next references must not share
     # the cores with it.
-    wait_for_cpus(ray.cluster_resources()["CPU"])
+    wait_for_resources({"CPU": ray.cluster_resources()["CPU"]})
     emb_texts = variant_texts(args.n_embed)[0]
     t0 = time.perf_counter()
     vecs = encode(load_encoder(emb, device="cpu"), emb_texts)
@@ -268,7 +270,7 @@ def unit_ray_overhead(args) -> dict:
         stage_s = time.perf_counter() - t0
     out["embed"].update({"stage_s": round(stage_s, 1), "stage_ran_in": where, "stage_ratio": round(stage_s / in_proc, 2)})
 
-    wait_for_cpus(ray.cluster_resources()["CPU"])
+    wait_for_resources({"CPU": ray.cluster_resources()["CPU"]})
     # At --n-prefer texts, above in_process_max_rows, where fit() runs the stage as a Ray task.
     # The embedded texts repeat, each copy moved by its own noise: the selection's cost depends
     # on N, K, R and the candidates, not on what the vectors say (see perturbed_candidates).
@@ -291,7 +293,8 @@ def unit_ray_overhead(args) -> dict:
     out["prefer"] = {"n_texts": len(pref_texts), "candidates": args.candidates, "runs": args.runs,
                      "in_process_s": round(in_proc, 1), "ray_task_s": round(ray_s, 1), "ratio": round(ray_s / in_proc, 2),
                      # Where fit()'s prefer stage runs this many texts (embed.in_process_max_rows).
-                     "stage_ran_in": "driver" if small_on_one_cpu_node(len(pref_texts), EmbedConfig().in_process_max_rows)
+                     "stage_ran_in": "driver" if (current_topology().one_cpu_node
+                                                  and len(pref_texts) <= EmbedConfig().in_process_max_rows)
                      else "ray-task"}
     return out
 

@@ -12,6 +12,7 @@ Representation = Literal["interpretation", "text", "concat"]
 PromptStyle = Literal["paper", "agnostic", "guided", "exemplars", "concise"]
 Backend = Literal["vllm", "transformers"]
 AdapterServing = Literal["auto", "merged", "lora"]  # how a DPO-trained LLM is served
+EngineDtype = Literal["auto", "float32", "bfloat16", "float16"]  # "auto": the hardware plan's
 PreferenceRule = Literal["density", "random"]  # "random": the paper's ablation (table 2)
 KMeansInit = Literal["k-means++", "random"]
 NegativeSource = Literal["texts", "interpretations"]  # where eq. 12's in-batch negatives come from

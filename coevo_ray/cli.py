@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from coevo_ray.choices import Backend, PromptStyle, Representation, options
+from coevo_ray.config import EmbedConfig, InterpretConfig
 from coevo_ray.profiles import PROFILES, profile_settings
 
 
@@ -38,10 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label-field", default=None, help="column with ground truth; enables ACC/NMI/ARI")
     p.add_argument("--task", default=None, help='task description "<task>: <standard>", e.g. "intent: user intent"')
     p.add_argument("--k", default=None, help="number of clusters, or 'auto' (default: the number of labels)")
-    p.add_argument("--llm", default="smollm2-135m-instruct", help="model alias, local directory or HF id")
-    p.add_argument("--embedder", default="all-minilm-l6-v2", help="model alias, local directory or HF id")
+    p.add_argument("--llm", default=None, help="model alias, local directory or HF id (default: the profile's, "
+                   "else smollm2-135m-instruct)")
+    p.add_argument("--embedder", default=None, help="model alias, local directory or HF id (default: the profile's, "
+                   "else all-minilm-l6-v2)")
     p.add_argument("--profile", default="quick", choices=tuple(PROFILES),
-                   help="quick: 1 iteration, 2 candidates, short outputs; paper: the paper's settings")
+                   help="quick: 1 iteration, 2 candidates, short outputs; paper: the paper's settings; gpu: the "
+                        "paper's models and settings on GPUs (bf16)")
     p.add_argument("--iterations", type=int, default=None, help="co-evolution iterations (overrides the profile)")
     p.add_argument("--max-pairs", type=int, default=None, help="cap on DPO pairs per iteration (overrides the profile)")
     p.add_argument("--sample", type=int, default=None, help="cluster a seeded random sample of this many texts")
@@ -65,12 +69,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reuse the finished stages of an earlier run in --output-dir even if its settings differ")
     p.add_argument("--save-model", default=None, help="also save the fitted model here (CoEvolver.load reads it)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gen-actors", type=int, default=1, help="generation actors (one LLM engine each)")
+    p.add_argument("--gen-actors", type=int, default=None,
+                   help="generation actors, one LLM engine each (default: one per GPU, or one on a CPU cluster)")
     p.add_argument("--gen-batch-size", type=int, default=64)
-    p.add_argument("--embed-actors", type=int, default=1)
-    p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--embed-actors", type=int, default=None,
+                   help="embedding actors (default: one per GPU, or one on a CPU cluster)")
+    p.add_argument("--gpus-per-actor", type=_gpus, default="auto",
+                   help="GPUs per generation/embedding actor; auto: one per actor when the cluster has GPUs")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local one)")
     return p.parse_args(argv)
+
+
+def _gpus(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
 def main(argv=None) -> int:
@@ -116,14 +132,17 @@ def run(args, out) -> int:
                 print(f"error: --k must be an integer or 'auto', got {args.k!r}", file=out)
                 return 2
         settings = profile_settings(args.profile)
-        interpret = {**settings.pop("interpret", {}), "llm": args.llm, "backend": args.backend, "prompt_style": args.prompt_style,
+        llm = args.llm or settings.pop("llm", InterpretConfig.llm)
+        embedder = args.embedder or settings.pop("embedder", EmbedConfig.embedder)
+        settings.pop("llm", None), settings.pop("embedder", None)  # given on the command line
+        interpret = {**settings.pop("interpret", {}), "llm": llm, "backend": args.backend, "prompt_style": args.prompt_style,
                      "structured_output": args.structured_output, "resources": StageResources(actors=args.gen_actors, batch_size=args.gen_batch_size,
                                                  gpus_per_actor=args.gpus_per_actor)}
         if args.temperatures:
             interpret["temperatures"] = tuple(float(t) for t in args.temperatures.split(","))
         if args.max_tokens:
             interpret["max_tokens"] = args.max_tokens
-        embed = {"embedder": args.embedder,
+        embed = {**settings.pop("embed", {}), "embedder": embedder,
                  "resources": StageResources(actors=args.embed_actors, batch_size=256, gpus_per_actor=args.gpus_per_actor)}
         ensure_ray(args.ray_address, quiet=not args.verbose)
         if args.iterations is not None:
@@ -147,7 +166,7 @@ def run(args, out) -> int:
         raise
     base = model.baseline_
     if base and "acc" in base:
-        print(f"baseline (raw texts, {args.embedder} + KMeans): ACC {base['acc']:.2f} NMI {base['nmi']:.2f} "
+        print(f"baseline (raw texts, {model.config.embed.embedder} + KMeans): ACC {base['acc']:.2f} NMI {base['nmi']:.2f} "
               f"ARI {base['ari']:.2f}", file=out)
     for entry in model.history_:
         guard = entry["on_text"]
@@ -181,7 +200,7 @@ def run_kmeans(args, path: str, label_field: str | None, out) -> int:
     try:
         ensure_ray(args.ray_address, quiet=not args.verbose)
         resources = StageResources(actors=args.embed_actors, batch_size=256, gpus_per_actor=args.gpus_per_actor)
-        model = EmbeddingKMeans(n_clusters=int(args.k), embedder=args.embedder, sample_size=args.kmeans_sample,
+        model = EmbeddingKMeans(n_clusters=int(args.k), embedder=args.embedder or EmbedConfig.embedder, sample_size=args.kmeans_sample,
                                 seed=args.seed, output_dir=args.output_dir, resources=resources)
         model.fit(path, text_field=args.text_field, label_field=label_field)
     except CoEvoError as exc:

@@ -4,6 +4,7 @@ stateless loop and keeps what the loop returns as fitted attributes (names endin
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -12,6 +13,8 @@ import numpy as np
 from coevo_ray.config import CoEvolverConfig, EmbedConfig, InterpretConfig
 from coevo_ray.data import Corpus, as_corpus
 from coevo_ray.errors import InputError, NotFittedError
+
+logger = logging.getLogger(__name__)
 
 _PARAMS = ("task", "n_clusters", "llm", "embedder", "iterations", "representation", "seed", "output_dir",
            "interpret", "embed", "cluster", "prefer", "train_llm", "train_embedder", "stages")
@@ -79,6 +82,7 @@ class CoEvolver:
         stages = resolve_stages(self.stages)
         ctx = RunContext.open(config, corpus, resume)
         ensure_ray()
+        logger.info("%s", ctx.plan.describe())
         result = run_coevolution(ctx, stages, resolve_model(config.interpret.llm), resolve_model(config.embed.embedder))
         description = describe_clusters(ctx, stages, result)
         self.assignments_dir_, self.report_path_ = write_outputs(ctx, result, description)

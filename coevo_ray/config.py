@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from coevo_ray.choices import (
-    AdapterServing, Backend, KMeansInit, PreferenceRule, PromptStyle, Representation, check_choice,
+    AdapterServing, Backend, EngineDtype, KMeansInit, PreferenceRule, PromptStyle, Representation, check_choice,
 )
 from coevo_ray.data.corpus import DEFAULT_MAX_TEXT_CHARS
 from coevo_ray.errors import InputError
+from coevo_ray.hardware import VLLM_LORA_RANKS
 from coevo_ray.interpret.prompts import TaskDescription
 from coevo_ray.resources import StageResources
 from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
@@ -39,10 +40,17 @@ class InterpretConfig:
     stop: tuple[str, ...] = ()
     temperatures: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)  # paper A.1: M+1 = 4 candidates
     max_tokens: int = 96  # not given in the paper; the paper's example answer is ~80 tokens
-    dtype: str = "float32"  # CPU: vLLM eager is faster in fp32 than bf16 without AMX (see engine.py)
+    # "auto": the hardware plan's (bf16 on GPU actors, fp32 on CPUs: vLLM-CPU eager is faster in
+    # fp32 than bf16 without AMX); or "float32", "bfloat16", "float16".
+    dtype: str = "auto"
     max_model_len: int = 2048
-    enforce_eager: bool = True
-    kv_cache_gib: int = 2
+    # None: eager on CPUs (torch.compile's warm-up costs minutes on 2 cores), CUDA graphs on GPUs.
+    enforce_eager: bool | None = None
+    # More vLLM ``LLM`` arguments, as ray.data.llm's ``engine_kwargs``: e.g. tensor_parallel_size
+    # (the actor then asks for that many GPUs), gpu_memory_utilization, max_num_seqs. They override
+    # the hardware plan's engine defaults.
+    engine_kwargs: dict = field(default_factory=dict)
+    kv_cache_gib: int = 2  # vLLM-CPU's KV cache (VLLM_CPU_KVCACHE_SPACE); GPUs size theirs themselves
     repetition_penalty: float = 1.0
     max_lora_rank: int = 64
     # How iterations >= 1 serve the DPO-trained LLM: "auto" = merged weights on CPU clusters
@@ -79,6 +87,15 @@ class InterpretConfig:
         if self.max_tokens < 1:
             raise InputError(f"max_tokens must be >= 1, got {self.max_tokens}")
         check_choice("adapter serving", self.adapter_serving, AdapterServing)
+        check_choice("engine dtype", self.dtype, EngineDtype)
+        if self.max_lora_rank not in VLLM_LORA_RANKS:
+            raise InputError(f"max_lora_rank must be one of vLLM's {VLLM_LORA_RANKS}, got {self.max_lora_rank}")
+        self.engine_kwargs = dict(self.engine_kwargs or {})
+        reserved = sorted(set(self.engine_kwargs) & {"model", "dtype", "seed", "max_model_len", "enable_lora",
+                                                     "max_lora_rank", "max_loras"})
+        if reserved:
+            raise InputError(f"engine_kwargs may not set {reserved}: they come from the interpret config and the "
+                             "adapter being served")
 
 
 @dataclass
@@ -93,7 +110,7 @@ class EmbedConfig:
     batch_size: int = 64
     resources: StageResources = field(default_factory=lambda: StageResources(batch_size=256))
     # A stage of at most this many rows, on a one-node cluster without GPUs, runs in the driver
-    # rather than on fresh Ray workers (runtime.small_on_one_cpu_node): the embeddings, the on-text
+    # rather than on fresh Ray workers (HardwarePlan.in_driver): the embeddings, the on-text
     # guard and the preferences' KMeans runs; 0 = always on Ray.
     in_process_max_rows: int = 5000
 

@@ -11,9 +11,12 @@ from typing import Any
 class StageResources:
     """How a stage's actor pool is laid out; the defaults fit a 2-core machine."""
 
-    actors: int = 1
+    # None: one actor per GPU (group) when the cluster has GPUs, else one (coevo_ray.hardware).
+    actors: int | None = None
     cpus_per_actor: float = 1.0  # 2 on a 2-CPU cluster starves the upstream read step forever
-    gpus_per_actor: float = 0.0
+    # "auto": one GPU per actor (a vLLM engine's tensor x pipeline parallel size) when the
+    # cluster has GPUs, else none; an actor given no GPU sees none (coevo_ray.hardware).
+    gpus_per_actor: float | str = "auto"
     batch_size: int = 64
     threads: int | None = None
     # Generation: requests each actor keeps queued in its engine, across Ray Data batches (as
@@ -21,22 +24,43 @@ class StageResources:
     # batch is always waiting while one runs; README, "vLLM on CPU".
     requests_in_flight: int = 512
 
+    def __post_init__(self) -> None:
+        from coevo_ray.errors import InputError
+
+        if self.actors is not None and (isinstance(self.actors, bool) or int(self.actors) < 1):
+            raise InputError(f"actors must be a positive integer or None (one per GPU), got {self.actors!r}")
+        if self.gpus_per_actor != "auto" and (isinstance(self.gpus_per_actor, str) or float(self.gpus_per_actor) < 0):
+            raise InputError(f"gpus_per_actor must be 'auto' or a number >= 0, got {self.gpus_per_actor!r}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def resolved(self) -> bool:
+        return self.actors is not None and self.gpus_per_actor != "auto"
+
     def map_batches_kwargs(self, concurrent_calls: int | None = None) -> dict[str, Any]:
         """``Dataset.map_batches`` arguments for a callable class on this pool; with
-        ``concurrent_calls`` > 1 each actor runs that many batches at once, in threads."""
+        ``concurrent_calls`` > 1 each actor runs that many batches at once, in threads. ``"auto"``
+        fields are decided by the hardware plan for the connected cluster."""
         import ray
 
+        if not self.resolved:
+            from coevo_ray.hardware import actor_layout, current_topology
+
+            return actor_layout(self, current_topology()).map_batches_kwargs(concurrent_calls)
         calls = {} if concurrent_calls is None else {"max_concurrent_calls_per_actor": concurrent_calls,
                                                      "enable_true_multi_threading": concurrent_calls > 1}
         return {"batch_size": self.batch_size, "compute": ray.data.ActorPoolStrategy(size=self.actors, **calls),
                 "num_cpus": self.cpus_per_actor, "num_gpus": self.gpus_per_actor,
-                "runtime_env": actor_runtime_env(self.threads)}
+                "runtime_env": actor_runtime_env(self.threads, self.gpus_per_actor)}
 
 
-def actor_runtime_env(threads: int | None) -> dict:
+def actor_runtime_env(threads: int | None, gpus: float = 0.0) -> dict:
     """Process-wide thread count for an actor. Ray sets OMP_NUM_THREADS to the actor's num_cpus;
     torch.set_num_threads in ``__init__`` only reaches that thread, and vLLM-CPU aborts when its
     attention metadata (built on another thread) disagrees with the kernel's thread count.
     Ray Data's actor pools already restart dead actors and retry their batches (max_restarts=-1)."""
+    from coevo_ray.hardware import hidden_gpus_env
+
     n = threads or os.cpu_count() or 1
-    return {"env_vars": {"OMP_NUM_THREADS": str(n)}}
+    return {"env_vars": {"OMP_NUM_THREADS": str(n), **hidden_gpus_env(gpus)}}

@@ -1,4 +1,5 @@
-"""Ray session and hardware facts that pick the CPU or GPU path."""
+"""The Ray session, Ray Train plumbing (storage, checkpoints, ranks) and worker set-up. What
+hardware there is and what runs where is decided in :mod:`coevo_ray.hardware`."""
 
 from __future__ import annotations
 
@@ -36,22 +37,6 @@ def ensure_ray(address: str | None = None, quiet: bool = False, **init_kwargs) -
     logger.info("Ray: %d node(s), %s CPU, %s GPU", len(ray.nodes()), res.get("CPU", 0), res.get("GPU", 0))
 
 
-def cluster_gpus() -> int:
-    import ray
-
-    return int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
-
-
-def small_on_one_cpu_node(rows: int, max_rows: int) -> bool:
-    """Whether a stage of ``rows`` rows runs in the driver rather than on Ray workers: at most
-    ``max_rows`` rows on a one-node cluster without GPUs, where a worker's start-up and imports
-    cost more than the work and would share the driver's cores anyway (README, "Benchmarks").
-    Anything larger runs on Ray, so the driver never loads a model or the vectors for it."""
-    import ray
-
-    return rows <= max_rows and cluster_gpus() == 0 and sum(node["Alive"] for node in ray.nodes()) == 1
-
-
 def actor_threads(requested: int | None = None) -> int:
     """Threads for torch inside an actor. Ray pins OMP_NUM_THREADS to the actor's num_cpus (1),
     which would leave the other cores idle while one stage runs at a time."""
@@ -62,34 +47,35 @@ def actor_threads(requested: int | None = None) -> int:
     return n
 
 
-def train_scaling(num_workers: int | None, cpus_per_worker: float):
-    """Ray Train layout from what the cluster reports: one worker per GPU (NCCL) when there are
-    GPUs, otherwise CPU workers on gloo (2 by default: DDP is exercised even on a laptop)."""
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchConfig
-
-    gpus = cluster_gpus()
-    if gpus > 0:
-        return ScalingConfig(num_workers=num_workers or gpus, use_gpu=True), TorchConfig(backend="nccl")
-    return (ScalingConfig(num_workers=num_workers or 2, use_gpu=False,
-                          resources_per_worker={"CPU": cpus_per_worker}),
-            TorchConfig(backend="gloo"))
+#: DeepSpeed's CPU communication op, JIT-built with g++/ninja under torch's extension lock.
+DEEPSPEED_CPU_OP = "deepspeed_shm_comm"
 
 
-def wait_for_cpus(needed: float, timeout_s: float = 60.0) -> None:
-    """Training after a Ray Data stage: its actor pool is torn down asynchronously, and Train
-    workers that start while a vLLM actor still holds a core would wait or oversubscribe."""
+def deepspeed_extensions_ready(build: bool = False, stale_after_s: float = 120.0) -> None:
+    """DeepSpeed on CPU workers: every process that starts DeepSpeed's comm backend runs torch's
+    extension build of its shared-memory op (a no-op once built; ``make install`` builds it once,
+    ``build=True``) under a lock file. A build killed mid-way leaves that file behind and every
+    later start waits on it forever (torch's ``FileBaton`` records no owner), so a lock older than
+    any no-op check takes is removed first (15 minutes when the op was never built)."""
     import time
 
-    import ray
+    from torch.utils.cpp_extension import _get_build_directory  # private: where torch builds it
 
-    deadline = time.monotonic() + timeout_s
-    while ray.available_resources().get("CPU", 0) < needed and time.monotonic() < deadline:
-        time.sleep(0.5)
-    free = ray.available_resources().get("CPU", 0)
-    if free < needed:
-        logger.warning("only %.1f CPUs free after %.0f s (need %.1f); training may wait for actors", free,
-                       timeout_s, needed)
+    build_dir = Path(_get_build_directory(DEEPSPEED_CPU_OP, verbose=False))
+    lock = build_dir / "lock"
+    built = any(build_dir.glob(f"{DEEPSPEED_CPU_OP}*.so"))
+    limit = stale_after_s if built else 900.0
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        age = None
+    if age is not None and age > limit:
+        logger.warning("removing a stale torch extension lock %s (%.0f s old): a killed build left it", lock, age)
+        lock.unlink(missing_ok=True)
+    if build:
+        from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+        ShareMemCommBuilder().load(verbose=False)
 
 
 @contextmanager

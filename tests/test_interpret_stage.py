@@ -1,6 +1,7 @@
 """Real vLLM and transformers engines on real bank77 texts, through Ray Data actor pools."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -112,7 +113,7 @@ def test_generation_survives_a_killed_actor(sampled):
 def test_engine_loop_shares_one_engine_between_concurrent_batches(smollm2_dir):
     """Batches submitted from several threads run in one vLLM engine at once and give the outputs
     one whole-batch call gives (per-request seeds); a prompt the engine refuses fails only its
-    own batch, and the engine goes on serving."""
+    own batch, and the engine goes on serving. The engine's arguments are the spec's."""
     from concurrent.futures import ThreadPoolExecutor
 
     from coevo_ray.interpret.engine_loop import EngineLoop
@@ -120,7 +121,11 @@ def test_engine_loop_shares_one_engine_between_concurrent_batches(smollm2_dir):
 
     _configure_cpu_env(None)
     texts, _ = read_jsonl("bank77.jsonl", n=12, seed=2)
-    loop = EngineLoop(EngineSpec(model_dir=str(smollm2_dir), max_model_len=512))
+    spec = EngineSpec(model_dir=str(smollm2_dir), max_model_len=512)
+    # Engine arguments reach vLLM as given (ray.data.llm's engine_kwargs), after the plan's CPU ones.
+    spec = replace(spec, engine_kwargs={**spec.engine_kwargs, "max_num_seqs": 8})
+    loop = EngineLoop(spec)
+    assert loop.engine.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == 8
     temps = [0.0, 1.0] * 6
     seeds = [request_seed(3, i, 1) for i in range(12)]
     whole = loop.generate(texts, temps, seeds, 16)

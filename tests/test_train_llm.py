@@ -164,3 +164,31 @@ def test_shared_prompt_packing_gives_trls_log_probs_and_gradients_with_each_prom
     other = batch["input_ids"].clone()
     other[3, 0] = other[3, 0] + 1  # the first pair's rejected row has another prompt: not a pair
     assert score(True, other)[2] == trl_tokens
+
+
+def test_deepspeed_zero2_on_two_cpu_workers_resumes_every_rank_from_its_own_partition(ray_session, smollm2_dir,
+                                                                                      tmp_path, no_leftovers):
+    """DPO under DeepSpeed ZeRO-2 (its CPU accelerator, gloo) on 2 workers, one SIGKILLed after the
+    periodic checkpoints start. Each rank's optimizer partition must be in the reported checkpoint
+    (rank 0's alone made every restart fail: rank 1 found no ``zero_pp_rank_1_…``), and the
+    restarted group resumes and ends with equal adapters on both ranks."""
+    from coevo_ray.hardware import TrainLayout
+
+    pairs, _ = _pairs(smollm2_dir, n=8)
+    cfg = LLMTrainConfig(max_steps=3, per_device_batch_size=2, learning_rate=1e-3, num_workers=2, max_length=384,
+                         checkpoint_every=1, lora_r=8)
+    layout = TrainLayout(num_workers=2, use_gpu=False, cpus_per_worker=1.0, backend="gloo", deepspeed=True)
+    storage = tmp_path / "ray"
+    killer, killed = kill_a_train_worker_after_checkpoints(storage)
+    adapter, metrics = train_dpo(str(smollm2_dir), pairs, tmp_path / "adapter", cfg, storage_path=str(storage),
+                                 layout=layout)
+    killer.join(timeout=5)
+    print("\nDeepSpeed DPO metrics:", json.dumps({k: metrics[k] for k in ("steps", "resumed_from_step",
+                                                                         "distributed_type")}))
+    assert "pid" in killed, "no Ray Train worker was killed"
+    assert metrics["distributed_type"].endswith("DEEPSPEED"), metrics["distributed_type"]
+    assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= killed["files"]
+    assert metrics["steps"] == 3 and 1 <= metrics["resumed_from_step"] < 3, metrics
+    digests = metrics["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1] != metrics["initial_digest"]
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8

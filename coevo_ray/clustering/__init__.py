@@ -1,8 +1,8 @@
-"""Final step of the pipeline: KMeans over embeddings (FAISS; a GPU index when FAISS sees GPUs)."""
+"""Final step of the pipeline: KMeans over embeddings (FAISS; on a GPU in Ray tasks the hardware plan gives one)."""
 
 from coevo_ray.clustering.auto_k import estimate_n_clusters
-from coevo_ray.clustering.faiss_kmeans import FaissKMeans, faiss_gpu_count, l2_normalize
+from coevo_ray.clustering.faiss_kmeans import FaissKMeans, l2_normalize
 from coevo_ray.clustering.sampled import assign_dataset, fit_on_sample, in_sample
 
-__all__ = ["FaissKMeans", "assign_dataset", "estimate_n_clusters", "faiss_gpu_count", "fit_on_sample", "in_sample",
+__all__ = ["FaissKMeans", "assign_dataset", "estimate_n_clusters", "fit_on_sample", "in_sample",
            "l2_normalize"]

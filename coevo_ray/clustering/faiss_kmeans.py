@@ -16,14 +16,6 @@ from coevo_ray.errors import InputError, NotFittedError
 logger = logging.getLogger(__name__)
 
 
-def faiss_gpu_count() -> int:
-    """GPUs FAISS itself can use (0 with faiss-cpu)."""
-    import faiss
-
-    get = getattr(faiss, "get_num_gpus", None)
-    return int(get()) if get is not None else 0
-
-
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -54,7 +46,7 @@ class FaissKMeans:
         nredo: int = 1,
         normalize: bool = True,
         max_points_per_centroid: int | None = None,
-        use_gpu: bool | None = None,
+        use_gpu: bool = False,
         init: str = "k-means++",
     ) -> None:
         if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
@@ -93,7 +85,6 @@ class FaissKMeans:
         n, d = x.shape
         if self.n_clusters > n:
             raise InputError(f"n_clusters={self.n_clusters} exceeds the number of points ({n})")
-        gpu = self.use_gpu if self.use_gpu is not None else faiss_gpu_count() > 0
         km = faiss.Kmeans(
             d,
             self.n_clusters,
@@ -101,7 +92,9 @@ class FaissKMeans:
             nredo=self.nredo,
             seed=self.seed,
             verbose=False,
-            gpu=bool(gpu),
+            # Only where the hardware plan gave this process a GPU (hardware.faiss_use_gpu):
+            # faiss.Kmeans(gpu=True) takes every GPU of the node, outside Ray's accounting.
+            gpu=bool(self.use_gpu),
             spherical=False,
             # Use every point unless told otherwise (FAISS's default caps at 256 per centroid).
             max_points_per_centroid=self.max_points_per_centroid or max(n // self.n_clusters + 1, 256),

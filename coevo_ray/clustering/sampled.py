@@ -38,7 +38,10 @@ def _sample_rows(batch: dict[str, np.ndarray], column: str, fraction: float, see
     return {"id": batch["id"][keep], column: batch[column][keep]}
 
 
-def _fit_task(sample, column: str, n_clusters: int, seed: int, niter: int, normalize: bool) -> dict[str, Any]:
+def _fit_task(sample, column: str, n_clusters: int, seed: int, niter: int, normalize: bool,
+              gpus: float = 0.0) -> dict[str, Any]:
+    from coevo_ray.hardware import faiss_use_gpu
+
     ids, parts = [], []
     for batch in sample.iter_batches(batch_format="numpy", batch_size=16384):
         ids.append(batch["id"])
@@ -51,24 +54,26 @@ def _fit_task(sample, column: str, n_clusters: int, seed: int, niter: int, norma
     if n_clusters > len(x):
         raise InputError(f"n_clusters={n_clusters} exceeds the {len(x)} rows of the KMeans sample; "
                          "raise sample_size or lower n_clusters")
-    km = FaissKMeans(n_clusters, seed=seed, niter=niter, normalize=normalize).fit(x)
+    km = FaissKMeans(n_clusters, seed=seed, niter=niter, normalize=normalize, use_gpu=faiss_use_gpu(gpus)).fit(x)
     return {"centers": km.cluster_centers_, "rows": len(x)}
 
 
 def fit_on_sample(ds, column: str, n_clusters: int, n_rows: int, sample_size: int, seed: int = 0,
-                  niter: int = 25, normalize: bool = True) -> tuple[np.ndarray, int]:
+                  niter: int = 25, normalize: bool = True, task_gpus: float | None = None) -> tuple[np.ndarray, int]:
     """KMeans centres (K × d) fitted on a seeded sample of about ``sample_size`` of the ``n_rows``
-    rows of ``ds`` (all of them when ``n_rows <= sample_size``), in one Ray task; returns the
-    centres and the rows they were fitted on. ``ds`` needs ``id`` and ``column``."""
+    rows of ``ds`` (all of them when ``n_rows <= sample_size``), in one Ray task (``task_gpus``
+    GPUs: the hardware plan's, by default one when the cluster has GPUs); returns the centres and
+    the rows they were fitted on. ``ds`` needs ``id`` and ``column``."""
     import ray
 
-    from coevo_ray.runtime import cluster_gpus
+    from coevo_ray.hardware import remote_task
+    from coevo_ray.hardware import task_gpus as cluster_task_gpus
 
     fraction = min(1.0, sample_size / max(n_rows, 1))
     sample = ds.select_columns(["id", column]).map_batches(
         _sample_rows, fn_kwargs={"column": column, "fraction": fraction, "seed": seed}, batch_format="numpy")
-    task = ray.remote(num_cpus=1, num_gpus=1 if cluster_gpus() else 0)(_fit_task)
-    out = ray.get(task.remote(sample, column, n_clusters, seed, niter, normalize))
+    gpus = cluster_task_gpus() if task_gpus is None else task_gpus
+    out = ray.get(remote_task(_fit_task, gpus).remote(sample, column, n_clusters, seed, niter, normalize, gpus))
     return out["centers"], out["rows"]
 
 

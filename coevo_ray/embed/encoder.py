@@ -11,11 +11,11 @@ import numpy as np
 from coevo_ray.errors import InputError
 
 
-def load_encoder(model_dir: str, device: str | None = None):
-    import torch
+def load_encoder(model_dir: str, device: str = "cpu"):
+    """A sentence-transformers model on ``device`` (the hardware plan's: "cuda" in a Ray worker
+    given a GPU, the CPU everywhere else)."""
     from sentence_transformers import SentenceTransformer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return SentenceTransformer(str(model_dir), device=device, trust_remote_code=False,
                                local_files_only=True)
 

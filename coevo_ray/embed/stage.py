@@ -9,23 +9,26 @@ actor share the same cores anyway (figures: README, "Benchmarks").
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from coevo_ray.embed.encoder import driver_encoder, encode, load_encoder
 from coevo_ray.resources import StageResources
 
+if TYPE_CHECKING:
+    from coevo_ray.hardware import HardwarePlan
+
 
 class EmbedUDF:
     """Adds ``output_column`` (float32, L2-normalised) computed from ``input_column``."""
 
     def __init__(self, model_dir: str, input_column: str = "text", output_column: str = "embedding",
-                 batch_size: int = 64, threads: int | None = None, prompt: str = "") -> None:
+                 batch_size: int = 64, threads: int | None = None, prompt: str = "", device: str = "cpu") -> None:
         from coevo_ray.runtime import actor_threads
 
         actor_threads(threads)
-        self.model = load_encoder(model_dir)
+        self.model = load_encoder(model_dir, device)
         self.input_column = input_column
         self.output_column = output_column
         self.batch_size = batch_size
@@ -39,11 +42,18 @@ class EmbedUDF:
 
 def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: str = "text",
                   output_column: str = "embedding", encode_batch_size: int = 64, prompt: str = ""):
+    """Lazily add ``output_column`` to ``ds``; ``"auto"`` fields of ``resources`` are decided by
+    the hardware plan for the connected cluster (one GPU per actor when it has GPUs)."""
+    from coevo_ray.hardware import actor_layout, current_topology
+
+    if not resources.resolved:
+        resources = actor_layout(resources, current_topology())
     return ds.map_batches(
         EmbedUDF,
         fn_constructor_kwargs={"model_dir": str(model_dir), "input_column": input_column,
                                "output_column": output_column, "threads": resources.threads,
-                               "batch_size": encode_batch_size, "prompt": prompt},
+                               "batch_size": encode_batch_size, "prompt": prompt,
+                               "device": "cuda" if resources.gpus_per_actor > 0 else "cpu"},
         udf_modifying_row_count=False,
         **resources.map_batches_kwargs(),
     )
@@ -51,18 +61,21 @@ def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: s
 
 def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResources, column: str,
                   keep: list[str], greedy_only: bool = False, in_process_max_rows: int = 0,
-                  encode_batch_size: int = 64, prompt: str = "") -> str:
+                  encode_batch_size: int = 64, prompt: str = "", plan: "HardwarePlan | None" = None) -> str:
     """Embed ``column`` of the Parquet stage ``source`` into Parquet files in ``out`` (the ``keep``
-    columns and ``embedding``), each text preceded by ``prompt``. Returns where it ran: "driver"
-    or "ray-data"."""
+    columns and ``embedding``), each text preceded by ``prompt``. At most ``in_process_max_rows``
+    rows where the hardware plan (``plan``; by default the connected cluster's) runs small stages in
+    the driver are embedded there. Returns where it ran: "driver" or "ray-data"."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
 
-    from coevo_ray.runtime import small_on_one_cpu_node
+    from coevo_ray.hardware import actor_layout, current_topology
 
+    topology = plan.topology if plan is not None else current_topology()
+    resources = actor_layout(resources, topology) if not resources.resolved else resources
     rows = sum(pq.read_metadata(f).num_rows for f in sorted(Path(source).glob("*.parquet")))
-    if resources.gpus_per_actor == 0 and small_on_one_cpu_node(rows, in_process_max_rows):
+    if resources.gpus_per_actor == 0 and topology.one_cpu_node and rows <= in_process_max_rows:
         from coevo_ray.tables import read_table
 
         table = read_table(Path(source), keep + [column], sort_by=(),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol, Sequence
 
 from coevo_ray.errors import InputError
+from coevo_ray.hardware import engine_settings, vllm_lora_rank
 
 logger = logging.getLogger(__name__)
 
@@ -23,23 +24,21 @@ class EngineSpec:
 
     model_dir: str
     backend: str = "vllm"  # "vllm" or "transformers"
-    # fp32 is the CPU default: without AMX, vLLM-CPU's bf16 is slower than fp32 (README, "vLLM on
-    # CPU"). On GPUs "auto" (the checkpoint's dtype) is right.
+    # The hardware plan decides dtype, device and engine_kwargs for a fit (coevo_ray.hardware);
+    # these defaults are its CPU choices: fp32 (without AMX vLLM-CPU's bf16 is slower), eager
+    # mode (torch.compile's warm-up costs minutes per engine start on 2 cores), no chunked prefill.
     dtype: str = "float32"
     max_model_len: int = 2048
     adapter_dir: str | None = None
     max_lora_rank: int = 64
-    # Eager mode: torch.compile's warm-up costs minutes per engine start on 2 cores and its AOT
-    # cache did not reload; eager starts in seconds. Set False for long GPU runs.
-    enforce_eager: bool = True
     kv_cache_gib: int = 2
-    gpu_memory_utilization: float = 0.85
+    device: str = "cpu"  # the transformers engine's device ("cuda" in an actor given a GPU)
+    engine_kwargs: dict = field(default_factory=lambda: engine_settings(False, "float32", None, None)[1])
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
     # vLLM structured output (xgrammar; runs on CPU too): answers forced into this regex.
     structured_regex: str | None = None
     seed: int = 0
-    extra_engine_kwargs: dict = field(default_factory=dict)
 
 
 class Completion(NamedTuple):
@@ -76,17 +75,8 @@ class VLLMEngine:
     def __init__(self, spec: EngineSpec) -> None:
         from vllm import LLM
 
-        kwargs = dict(
-            model=spec.model_dir,
-            dtype=spec.dtype,
-            seed=spec.seed,
-            max_model_len=spec.max_model_len,
-            enforce_eager=spec.enforce_eager,
-            # Requests carry their own seeds: with chunked prefill vLLM-CPU dies once a step's
-            # prompt tokens pass 4096 ("CPU Generator does not use offset").
-            enable_chunked_prefill=False,
-            trust_remote_code=False,
-        )
+        kwargs = dict(model=spec.model_dir, dtype=spec.dtype, seed=spec.seed, max_model_len=spec.max_model_len,
+                      trust_remote_code=False)
         self.lora_request = None
         if spec.adapter_dir is not None:
             rank = adapter_rank(spec.adapter_dir)
@@ -96,13 +86,11 @@ class VLLMEngine:
                     f"max_lora_rank={spec.max_lora_rank}; raise max_lora_rank"
                 )
             # LoRA only when an adapter is served: enable_lora alone costs throughput on CPU.
-            kwargs.update(enable_lora=True, max_lora_rank=max(rank, 8), max_loras=1)
+            kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(rank), max_loras=1)
             from vllm.lora.request import LoRARequest
 
             self.lora_request = LoRARequest("coevo", 1, str(spec.adapter_dir))
-        if _has_cuda():
-            kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
-        kwargs.update(spec.extra_engine_kwargs)
+        kwargs.update(spec.engine_kwargs)
         self.spec = spec
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
@@ -177,7 +165,7 @@ class TransformersEngine:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, spec.adapter_dir)
-        self.model = model.eval()
+        self.model = model.to(spec.device).eval()
         self.spec = spec
         self.batch_size = batch_size
 
@@ -193,7 +181,7 @@ class TransformersEngine:
                 chunk = idx[start : start + self.batch_size]
                 enc = self.tokenizer(
                     [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
-                )
+                ).to(self.spec.device)
                 kwargs = dict(max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
                               repetition_penalty=self.spec.repetition_penalty)
                 if temp == 0:
@@ -212,15 +200,6 @@ class TransformersEngine:
                     cut = len(row) == max_tokens and int(row[-1]) not in ends
                     out[i] = Completion(self.tokenizer.decode(row, skip_special_tokens=True), "length" if cut else "stop")
         return out
-
-
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:
-        return False
 
 
 def build_engine(spec: EngineSpec) -> GenerationEngine:

@@ -106,7 +106,17 @@ class InterpretUDF:
 
 
 def interpret_dataset(ds, spec: EngineSpec, settings: GenerationSettings, resources: StageResources):
-    """Lazily map a Dataset of ``{id, text}`` to one row per (text, temperature)."""
+    """Lazily map a Dataset of ``{id, text}`` to one row per (text, temperature). ``"auto"``
+    fields of ``resources`` are decided by the hardware plan for the connected cluster (an
+    engine spanning ``tensor_parallel_size`` GPUs gets that many per actor)."""
+    from dataclasses import replace
+
+    from coevo_ray.hardware import actor_layout, current_topology, engine_gpus
+
+    if not resources.resolved:
+        resources = actor_layout(resources, current_topology(), engine_gpus(spec.engine_kwargs))
+    if resources.gpus_per_actor > 0 and spec.device == "cpu":
+        spec = replace(spec, device="cuda")  # the transformers engine on the actor's GPU
     per_batch = resources.batch_size * len(settings.temperatures)
     calls = max(1, -(-resources.requests_in_flight // per_batch))
     return ds.map_batches(InterpretUDF, fn_constructor_kwargs={"spec": spec, "settings": settings,

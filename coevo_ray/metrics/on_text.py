@@ -32,28 +32,31 @@ def on_text_similarity(text_emb: np.ndarray, interp_emb: np.ndarray, seed: int =
 
 def sample_on_text_similarity(encoder_dir: str, texts: Sequence[str], interpretations: Sequence[str],
                               sample: int = 256, seed: int = 0, prompt: str = "",
-                              in_driver: bool = True) -> dict[str, float]:
+                              in_driver: bool = True, task_gpus: float | None = None) -> dict[str, float]:
     """:func:`on_text_similarity` on a seeded sample (a few seconds on a CPU): embedded in the
     driver, or with ``in_driver=False`` in a Ray task, so that a large fit's driver never loads
-    torch and the embedder for it."""
+    torch and the embedder for it. The task gets ``task_gpus`` GPUs (the hardware plan's; by
+    default one when the cluster has GPUs)."""
     n = len(texts)
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
-    args = (encoder_dir, [texts[i] for i in idx], [interpretations[j] for j in idx], prompt, seed, in_driver)
+    args = (encoder_dir, [texts[i] for i in idx], [interpretations[j] for j in idx], prompt, seed)
     if in_driver:
         return _embedded_similarity(*args)
     import ray
 
-    from coevo_ray.runtime import cluster_gpus
+    from coevo_ray.hardware import remote_task
+    from coevo_ray.hardware import task_gpus as cluster_task_gpus
 
-    task = ray.remote(num_cpus=1, num_gpus=1 if cluster_gpus() else 0)(_embedded_similarity)
-    return ray.get(task.remote(*args))
+    gpus = cluster_task_gpus() if task_gpus is None else task_gpus
+    return ray.get(remote_task(_embedded_similarity, gpus).remote(*args, device="cuda" if gpus else "cpu"))
 
 
 def _embedded_similarity(encoder_dir: str, texts: list[str], interpretations: list[str], prompt: str, seed: int,
-                         in_driver: bool) -> dict[str, float]:
+                         device: str | None = None) -> dict[str, float]:
+    """In the driver (``device`` None) or a Ray task (on ``device``)."""
     from coevo_ray.embed import driver_encoder, encode, load_encoder
 
     # The driver keeps its encoder for the next iteration; a task's worker is not kept.
-    encoder = driver_encoder(encoder_dir) if in_driver else load_encoder(encoder_dir)
+    encoder = driver_encoder(encoder_dir) if device is None else load_encoder(encoder_dir, device)
     return on_text_similarity(encode(encoder, texts, prompt=prompt), encode(encoder, interpretations, prompt=prompt),
                               seed)

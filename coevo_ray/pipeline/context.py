@@ -16,6 +16,7 @@ from coevo_ray.interpret.prompts import exemplar_texts
 from coevo_ray.rundir import RunDir, fingerprint
 
 if TYPE_CHECKING:
+    from coevo_ray.hardware import HardwarePlan
     from coevo_ray.pipeline.stage import Stage
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,13 @@ class RunContext:
         run.open_run({**{k: v for k, v in config.to_dict().items() if k != "output_dir"},
                       "corpus": ctx.corpus_key}, resume)
         return ctx
+
+    @cached_property  # asked once per run: the layout stays the same for the whole fit
+    def plan(self) -> "HardwarePlan":
+        """The hardware plan of this fit (:mod:`coevo_ray.hardware`), for the connected Ray cluster."""
+        from coevo_ray.hardware import plan_for
+
+        return plan_for(self.config)
 
     @cached_property  # hashing every text once per run, not once per stage key
     def corpus_key(self) -> str:

@@ -64,8 +64,8 @@ class EmbedStage:
               greedy_only: bool = False) -> None:
         cfg = ctx.config.embed
         keep = ["id", "candidate"] if column == "interpretation" else ["id"]
-        where = embed_parquet(source, out, str(emb_dir), cfg.resources, column, keep, greedy_only,
-                              cfg.in_process_max_rows, cfg.batch_size, model_prompt(emb_dir, cfg.prompt_name))
+        where = embed_parquet(source, out, str(emb_dir), ctx.plan.embedding, column, keep, greedy_only,
+                              cfg.in_process_max_rows, cfg.batch_size, model_prompt(emb_dir, cfg.prompt_name), ctx.plan)
         logger.info("embedded the %ss of %s with %s (%s)", column, source.name.rsplit("-", 1)[0],
                     embedder_name(emb_dir), where)
 
@@ -82,15 +82,15 @@ class OnTextStage:
 
     def build(self, ctx: RunContext, out: Path, generated: Path, emb_dir: Path) -> None:
         from coevo_ray.metrics import sample_on_text_similarity
-        from coevo_ray.runtime import small_on_one_cpu_node
 
         cfg = ctx.config.embed
         interpretations = greedy_table(generated, ["id", "interpretation"]).column("interpretation").to_pylist()
         # Where this corpus's embed stages run, so that a large fit's driver never loads the embedder.
-        in_driver = cfg.resources.gpus_per_actor == 0 and small_on_one_cpu_node(len(interpretations),
-                                                                                cfg.in_process_max_rows)
+        in_driver = ctx.plan.embedding.gpus_per_actor == 0 and ctx.plan.in_driver(len(interpretations),
+                                                                                  cfg.in_process_max_rows)
         guard = sample_on_text_similarity(str(emb_dir), ctx.model_texts(), interpretations, seed=ctx.seed(),
-                                          prompt=model_prompt(emb_dir, cfg.prompt_name), in_driver=in_driver)
+                                          prompt=model_prompt(emb_dir, cfg.prompt_name), in_driver=in_driver,
+                                          task_gpus=ctx.plan.task_gpus)
         atomic_write_json(out / "on_text.json", guard)
 
 
@@ -134,4 +134,5 @@ class TrainEmbedderStage:
         pairs = ray.data.read_parquet(str(generated)).filter(expr=col("candidate") == 0)
         logger.info("iteration %d: train the embedder on %d (text, interpretation) pairs", iteration, n)
         train_embedder(emb_dir, pairs, out, cfg, centroids=centroids, cluster_frequency=frequency,
-                       storage_path=str(ctx.run.root / "ray_train"), prompt=model_prompt(emb_dir, ctx.config.embed.prompt_name))
+                       storage_path=str(ctx.run.root / "ray_train"), prompt=model_prompt(emb_dir, ctx.config.embed.prompt_name),
+                       layout=ctx.plan.train_embedder)

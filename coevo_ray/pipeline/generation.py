@@ -17,15 +17,25 @@ logger = logging.getLogger(__name__)
 
 
 def engine_spec(ctx: RunContext, llm: LLMWeights, structured: bool) -> EngineSpec:
-    cfg = ctx.config.interpret
+    """The engine every generation actor builds; dtype, device and engine settings are the
+    hardware plan's."""
+    cfg, plan = ctx.config.interpret, ctx.plan
     model_dir, adapter_dir = llm.engine_dirs
     return EngineSpec(
-        model_dir=model_dir, adapter_dir=adapter_dir, backend=cfg.backend, dtype=cfg.dtype,
-        max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager, kv_cache_gib=cfg.kv_cache_gib,
+        model_dir=model_dir, adapter_dir=adapter_dir, backend=cfg.backend, dtype=plan.engine_dtype,
+        max_model_len=cfg.max_model_len, kv_cache_gib=cfg.kv_cache_gib, device=plan.engine_device,
+        engine_kwargs=plan.engine_kwargs,
         repetition_penalty=cfg.repetition_penalty, max_lora_rank=cfg.max_lora_rank, seed=ctx.seed(),
         stop=cfg.stop, structured_regex=None if not structured else (
             interpretation_regex(cfg.max_tokens) if cfg.sized_answers else INTERPRETATION_REGEX),
     )
+
+
+def _user_engine_kwargs(ctx: RunContext) -> tuple[dict, ...]:
+    """The user's engine arguments as a key part, only when there are some (they may change the
+    batching, and with it float rounding); keys of runs without them stay as they were."""
+    kwargs = ctx.config.interpret.engine_kwargs
+    return (kwargs,) if kwargs else ()
 
 
 class InterpretStage:
@@ -44,7 +54,7 @@ class InterpretStage:
         spec, settings = self._plan(ctx, llm, temperatures)
         return fingerprint("interpret", GENERATION_SCHEMA, ctx.corpus_key, spec.model_dir, spec.adapter_dir,
                            spec.backend, spec.dtype, spec.repetition_penalty, spec.stop, spec.structured_regex,
-                           settings, ctx.config.interpret.max_text_chars)
+                           settings, ctx.config.interpret.max_text_chars, *_user_engine_kwargs(ctx))
 
     def build(self, ctx: RunContext, out: Path, llm: LLMWeights, temperatures: tuple[float, ...],
               step: str = "") -> None:
@@ -54,7 +64,7 @@ class InterpretStage:
                     Path(spec.model_dir).name, " + LoRA" if spec.adapter_dir else "", spec.backend)
         with parquet_progress(out, n * len(temperatures), f"{step}-interpret"):
             interpret_dataset(ctx.corpus.to_ray_dataset(cfg.max_text_chars), spec, settings,
-                              cfg.resources).write_parquet(str(out))
+                              ctx.plan.generation).write_parquet(str(out))
 
 
 class NamesStage:
@@ -72,7 +82,8 @@ class NamesStage:
 
     def key(self, ctx: RunContext, llm: LLMWeights, requests: list[str]) -> str:
         spec, settings = self._plan(ctx, llm)
-        return fingerprint("names", GENERATION_SCHEMA, spec.model_dir, spec.adapter_dir, requests, settings)
+        return fingerprint("names", GENERATION_SCHEMA, spec.model_dir, spec.adapter_dir, requests, settings,
+                           *_user_engine_kwargs(ctx))
 
     def build(self, ctx: RunContext, out: Path, llm: LLMWeights, requests: list[str]) -> None:
         import ray
@@ -80,5 +91,5 @@ class NamesStage:
         spec, settings = self._plan(ctx, llm)
         logger.info("naming %d clusters with %s", len(requests), Path(spec.model_dir).name)
         ds = ray.data.from_items([{"id": i, "text": r} for i, r in enumerate(requests)])
-        interpret_dataset(ds, spec, settings, ctx.config.interpret.resources).select_columns(
+        interpret_dataset(ds, spec, settings, ctx.plan.generation).select_columns(
             ["id", "raw", "finish_reason"]).write_parquet(str(out))

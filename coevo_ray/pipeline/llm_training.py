@@ -27,14 +27,13 @@ class PreferStage:
     def build(self, ctx: RunContext, out: Path, generated: Path, embedded: Path, n_clusters: int,
               iteration: int) -> None:
         from coevo_ray.prefer.stage import preference_stage, preference_stage_on_ray
-        from coevo_ray.runtime import small_on_one_cpu_node
 
         cfg = ctx.config.prefer
-        in_driver = small_on_one_cpu_node(len(ctx.corpus), ctx.config.embed.in_process_max_rows)
+        in_driver = ctx.plan.in_driver(len(ctx.corpus), ctx.config.embed.in_process_max_rows)
         logger.info("iteration %d: preferences from %d KMeans runs (%s rule, %s)", iteration, cfg.n_runs, cfg.rule,
                     "in the driver" if in_driver else "in a Ray task")
-        run = preference_stage if in_driver else preference_stage_on_ray
-        stats = run(str(generated), str(embedded), str(out), n_clusters, cfg, ctx.seed(iteration))
+        args = (str(generated), str(embedded), str(out), n_clusters, cfg, ctx.seed(iteration))
+        stats = preference_stage(*args) if in_driver else preference_stage_on_ray(*args, task_gpus=ctx.plan.task_gpus)
         atomic_write_json(out / "stats.json", stats)
 
 
@@ -45,7 +44,9 @@ class DPOStage:
     name = "dpo"
 
     def key(self, ctx: RunContext, llm: LLMWeights, preferences: Path, iteration: int) -> str:
-        cfg = replace(ctx.config.train_llm, seed=ctx.seed(iteration))
+        # The plan's precision and DeepSpeed in place of the config's None (they change the numbers).
+        layout = ctx.plan.train_llm
+        cfg = replace(ctx.config.train_llm, seed=ctx.seed(iteration), bf16=layout.bf16, deepspeed=layout.deepspeed)
         return fingerprint("dpo", preferences.name, str(llm.base), str(llm.adapter), cfg,
                            ctx.config.interpret.prompt_style, ctx.exemplars, ctx.config.task)
 
@@ -65,7 +66,7 @@ class DPOStage:
                 "chosen": pairs.column("chosen").to_pylist(), "rejected": pairs.column("rejected").to_pylist()}
         logger.info("iteration %d: DPO on %d pairs", iteration, pairs.num_rows)
         train_dpo(str(llm.base), data, out, cfg, storage_path=str(ctx.run.root / "ray_train"),
-                  init_adapter_dir=str(llm.adapter) if llm.adapter else None)
+                  init_adapter_dir=str(llm.adapter) if llm.adapter else None, layout=ctx.plan.train_llm)
 
 
 class MergeStage:
@@ -75,7 +76,8 @@ class MergeStage:
 
     @staticmethod
     def _dtype(ctx: RunContext) -> str:
-        return "bfloat16" if ctx.config.interpret.dtype == "bfloat16" else "float32"
+        """The engines' dtype (the hardware plan's), so the merged copy is what they load."""
+        return ctx.plan.engine_dtype
 
     def key(self, ctx: RunContext, base: Path, adapter: Path) -> str:
         return fingerprint("merge", str(base), adapter.name, self._dtype(ctx))

@@ -24,7 +24,6 @@ from coevo_ray.interpret.parsing import format_failure
 from coevo_ray.metrics import ON_TEXT_MIN_GAP, compare_clusterings, evaluate_kmeans_protocol
 from coevo_ray.pipeline.context import LLMWeights, RunContext
 from coevo_ray.pipeline.stage import Stage
-from coevo_ray.train_llm.merge import serve_merged
 from coevo_ray.tables import column_matrix, greedy_table, read_table
 
 logger = logging.getLogger(__name__)
@@ -51,8 +50,8 @@ def _kmeans(ctx: RunContext, k: int) -> FaissKMeans:
 
 
 def serving(ctx: RunContext, stages: Mapping[str, Stage], llm: LLMWeights, adapter: Path, step: str) -> LLMWeights:
-    """How engines load a DPO-trained LLM: merged weights on CPU clusters, else base + LoRA."""
-    if not serve_merged(ctx.config.interpret.adapter_serving):
+    """How engines load a DPO-trained LLM: merged weights or base + LoRA (the hardware plan's)."""
+    if not ctx.plan.serve_adapter_merged:
         return LLMWeights(llm.base, adapter)
     merged = ctx.run_stage(stages["merge"], step, base=llm.base, adapter=adapter)
     return LLMWeights(llm.base, adapter, merged)
@@ -193,7 +192,7 @@ def run_coevolution(ctx: RunContext, stages: Mapping[str, Stage], llm_dir: Path,
 def predict_representation(ctx: RunContext, stages: Mapping[str, Stage], llm: LLMWeights,
                            emb_dir: Path) -> np.ndarray:
     """The representation of ``ctx.corpus`` under a fitted LLM and embedder (greedy answers)."""
-    if llm.adapter is not None and llm.merged is None and serve_merged(ctx.config.interpret.adapter_serving):
+    if llm.adapter is not None and llm.merged is None and ctx.plan.serve_adapter_merged:
         llm = serving(ctx, stages, llm, llm.adapter, "predict")
     generated = ctx.run_stage(stages["interpret"], "predict", llm=llm,
                               temperatures=ctx.config.interpret.temperatures[:1], step="predict")

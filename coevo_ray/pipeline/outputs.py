@@ -78,6 +78,7 @@ def write_outputs(ctx: RunContext, result: FitResult, description: Description) 
                  "examples": description.examples[c]} for c in range(result.n_clusters)]
     summary: dict[str, Any] = {
         "config": ctx.config.to_dict(),
+        "hardware_plan": ctx.plan.to_dict(),
         "n_texts": len(ctx.corpus),
         "n_clusters": result.n_clusters,
         "corpus": ctx.corpus.stats,

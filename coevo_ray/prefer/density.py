@@ -31,6 +31,7 @@ def averaged_nearest_centroid_distances(
     chunk_rows: int = 65_536,
     seed_offset: int = 0,
     init: str = "k-means++",
+    use_gpu: bool = False,
 ) -> np.ndarray:
     """``d[i, m]`` = mean over R KMeans runs of ``min_k ||e_i^(m) − μ_k||`` (eq. 6, averaged).
 
@@ -48,7 +49,7 @@ def averaged_nearest_centroid_distances(
         flat = l2_normalize(flat)
     total = np.zeros(n * c, dtype=np.float64)
     for run in range(n_runs):
-        km = FaissKMeans(n_clusters, seed=seed_offset + run, normalize=normalize, init=init).fit(greedy)
+        km = FaissKMeans(n_clusters, seed=seed_offset + run, normalize=normalize, init=init, use_gpu=use_gpu).fit(greedy)
         index = faiss.IndexFlatL2(d)
         index.add(km.cluster_centers_)
         for start in range(0, n * c, chunk_rows):

@@ -1,4 +1,4 @@
-"""The preference step as a Ray task (asks for a GPU when the cluster has one, for FAISS GPU):
+"""The preference step as a Ray task (one GPU when the hardware plan gives it one, for FAISS GPU):
 reads the candidates and their embeddings from the run directory, writes ``pairs.parquet`` and
 ``distances.parquet`` beside them, and returns summary figures. Only paths cross the driver."""
 
@@ -29,6 +29,7 @@ def select_preferences(
     config: PreferenceConfig,
     seed: int = 0,
     complete: np.ndarray | None = None,
+    use_gpu: bool = False,
 ) -> tuple[pa.Table, pa.Table]:
     """Return (pairs, distances) tables. ``candidate_embeddings`` is (N, C, D), candidate 0 greedy;
     ``candidate_texts`` are the strings that were embedded, and DPO trains on the same strings.
@@ -37,7 +38,7 @@ def select_preferences(
     train a cut answer as if it ended)."""
     dist = averaged_nearest_centroid_distances(
         candidate_embeddings[:, 0, :], candidate_embeddings, n_clusters, config.n_runs,
-        config.normalize, config.chunk_rows, init=config.init,
+        config.normalize, config.chunk_rows, init=config.init, use_gpu=use_gpu,
     )
     winners = choose_winners(dist, config.rule, seed, eligible=complete)
     mask = pair_mask(winners, dist, config.rule, rejectable=complete)
@@ -69,11 +70,14 @@ def select_preferences(
 
 
 def preference_stage(generated: str, embedded: str, out_dir: str, n_clusters: int, config: PreferenceConfig,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, gpus: float = 0.0) -> dict[str, Any]:
     """Pairs from the candidates in ``generated`` (id, candidate, text, interpretation, fallback,
     finish_reason) and their vectors in ``embedded`` (id, candidate, embedding). The DPO targets
-    are the embedded ``interpretation`` strings of answers that kept the format and were not cut."""
+    are the embedded ``interpretation`` strings of answers that kept the format and were not cut.
+    ``gpus``: what Ray gave this process (FAISS runs on a GPU only then)."""
     import pyarrow.parquet as pq
+
+    from coevo_ray.hardware import faiss_use_gpu
 
     from coevo_ray.tables import column_matrix, read_table
 
@@ -93,7 +97,7 @@ def preference_stage(generated: str, embedded: str, out_dir: str, n_clusters: in
     complete = ((np.asarray(gen.column("fallback")) == "") & (np.asarray(gen.column("finish_reason")) != "length"))
     pairs, distances = select_preferences(ids[::n_cand], gen.column("text").to_pylist()[::n_cand],
                                           candidate_texts, vectors, n_clusters, config, seed,
-                                          complete.reshape(n, n_cand))
+                                          complete.reshape(n, n_cand), use_gpu=faiss_use_gpu(gpus))
     out = Path(out_dir)
     pq.write_table(pairs, out / "pairs.parquet")
     pq.write_table(distances, out / "distances.parquet")
@@ -106,11 +110,13 @@ def preference_stage(generated: str, embedded: str, out_dir: str, n_clusters: in
             "mean_rejected_distance": float(np.mean(np.asarray(pairs.column("rejected_distance")))) if pairs.num_rows else None}
 
 
-def preference_stage_on_ray(*args, **kwargs) -> dict[str, Any]:
-    """Run :func:`preference_stage` as a Ray task, on a GPU when the cluster reports one."""
+def preference_stage_on_ray(*args, task_gpus: float | None = None, **kwargs) -> dict[str, Any]:
+    """Run :func:`preference_stage` as a Ray task with ``task_gpus`` GPUs (the hardware plan's; by
+    default one when the cluster has GPUs)."""
     import ray
 
-    from coevo_ray.runtime import cluster_gpus
+    from coevo_ray.hardware import remote_task
+    from coevo_ray.hardware import task_gpus as cluster_task_gpus
 
-    task = ray.remote(num_cpus=1, num_gpus=1 if cluster_gpus() > 0 else 0)(preference_stage)
-    return ray.get(task.remote(*args, **kwargs))
+    gpus = cluster_task_gpus() if task_gpus is None else task_gpus
+    return ray.get(remote_task(preference_stage, gpus).remote(*args, gpus=gpus, **kwargs))

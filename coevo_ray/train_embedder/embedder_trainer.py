@@ -1,5 +1,5 @@
 """Step 5 of the pipeline: train the embedder on (text, interpretation) pairs with L_E (eq. 16),
-DDP over Ray Train workers (gloo on CPU, NCCL on GPUs).
+DDP over Ray Train workers (gloo on CPU, NCCL on GPUs: the hardware plan's ``TrainLayout``).
 
 Fault tolerance: every ``checkpoint_every`` steps rank 0 reports a checkpoint (weights, Adam
 state, step, running loss sums; safetensors + JSON); after a worker dies Ray Train restarts the
@@ -22,12 +22,15 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from coevo_ray.errors import InputError, TrainingError
 from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
+
+if TYPE_CHECKING:
+    from coevo_ray.hardware import TrainLayout
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +67,18 @@ def _rank_batches(shard, rank: int, world: int, batch: int, seed: int) -> Iterat
         yield {"text": [texts[i] for i in idx], "interpretation": [interps[i] for i in idx]}
 
 
-def _freeze_unused(loss_module, model) -> list[str]:
+def features_on(features, device):
+    """``model.preprocess`` output on ``device``: sentence-transformers returns CPU tensors, and
+    neither it nor DDP moves a ``BatchEncoding`` (a ``UserDict``) to the model's GPU."""
+    import torch
+
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in features.items()}
+
+
+def _freeze_unused(loss_module, model, device) -> list[str]:
     """Parameters no loss reaches (BERT's pooler under mean pooling, DEC centroids at λ = 0) make
     DDP wait forever for their gradients; find them with one backward pass and freeze them."""
-    feats = model.preprocess(["unused parameter probe", "second probe"])
+    feats = features_on(model.preprocess(["unused parameter probe", "second probe"]), device)
     total, *_ = loss_module(feats, feats)
     total.backward()
     frozen = []
@@ -77,6 +88,43 @@ def _freeze_unused(loss_module, model) -> list[str]:
             frozen.append(name)
         p.grad = None
     return frozen
+
+
+def load_for_training(model_dir: str, cfg: EmbedderTrainConfig, centroids, cluster_frequency, device):
+    """The sentence-transformers model and L_E around it (eq. 16) on ``device``, in training mode,
+    with the parameters no loss reaches frozen: (model, loss module, frozen names). No Ray here,
+    so that ``benchmarks/gpu_check.py`` runs it on a machine without it."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from coevo_ray.train_embedder.losses import CoEvoEmbedderLoss
+
+    torch.manual_seed(cfg.seed)
+    model = SentenceTransformer(str(model_dir), device=str(device), trust_remote_code=False, local_files_only=True)
+    loss_module = CoEvoEmbedderLoss(model, centroids, tau=cfg.tau, dec_weight=cfg.dec_weight, negatives=cfg.negatives,
+                                    dropout_pair=cfg.dropout_pair, cluster_frequency=cluster_frequency).to(device)
+    loss_module.train()
+    return model, loss_module, _freeze_unused(loss_module, model, device)
+
+
+def train_step(model, forward, optimizer, rows: dict[str, list[str]], prompt: str, device, bf16: bool = False):
+    """One optimizer step of L_E on a batch of (text, interpretation) rows; ``forward`` is the loss
+    module or its DDP wrapper. The embedder's task prompt (if any) is prepended, as
+    ``encode(prompt=...)`` applies it. ``bf16``: autocast (GPU workers; the weights and the Adam
+    state stay fp32). Returns the loss parts (L_E, ℓ_CL, ℓ_CL†, L_DEC)."""
+    from contextlib import nullcontext
+
+    import torch
+
+    text_f = features_on(model.preprocess([prompt + t for t in rows["text"]]), device)
+    interp_f = features_on(model.preprocess([prompt + t for t in rows["interpretation"]]), device)
+    cast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    with cast:
+        parts = forward(text_f, interp_f)
+    optimizer.zero_grad(set_to_none=True)
+    parts[0].backward()
+    optimizer.step()
+    return parts
 
 
 def _save_train_state(out: Path, loss_module, optimizer, step: int, sums: dict[str, float],
@@ -122,25 +170,19 @@ def _train_loop(config: dict[str, Any]) -> None:
 def _train_in(config: dict[str, Any], scratch: Path) -> None:
     import ray.train
     import torch
-    from ray.train.torch import prepare_model
-    from sentence_transformers import SentenceTransformer
+    from ray.train.torch import get_device, prepare_model
 
     from coevo_ray.runtime import gather_from_ranks, parameters_digest, rank_nodes, report_staged
-    from coevo_ray.train_embedder.losses import CoEvoEmbedderLoss
 
     cfg = EmbedderTrainConfig(**config["train"])
     prompt = config.get("prompt", "")
+    bf16 = config["layout"]["bf16"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     stage = scratch / "checkpoint" if rank == 0 else None  # rank 0 writes the checkpoints
-    torch.manual_seed(cfg.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = SentenceTransformer(config["model_dir"], device=device, trust_remote_code=False, local_files_only=True)
-    loss_module = CoEvoEmbedderLoss(model, config.get("centroids"), tau=cfg.tau, dec_weight=cfg.dec_weight,
-                                    negatives=cfg.negatives, dropout_pair=cfg.dropout_pair,
-                                    cluster_frequency=config.get("cluster_frequency")).to(device)
-    loss_module.train()
-    frozen = _freeze_unused(loss_module, model)
+    device = get_device()  # the GPU Ray Train gave this worker, or the CPU
+    model, loss_module, frozen = load_for_training(config["model_dir"], cfg, config.get("centroids"),
+                                                   config.get("cluster_frequency"), device)
     initial = parameters_digest(loss_module.model)
     ddp = prepare_model(loss_module)
     optimizer = torch.optim.Adam([p for p in loss_module.parameters() if p.requires_grad], lr=cfg.learning_rate)
@@ -168,13 +210,7 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
                 continue
             torch.manual_seed(cfg.seed + 7919 * step + rank)  # dropout masks depend on the step only
             began = time.perf_counter()
-            # The embedder's task prompt (if any) as ``encode(prompt=...)`` applies it: prepended.
-            text_f = model.preprocess([prompt + t for t in rows["text"]])
-            interp_f = model.preprocess([prompt + t for t in rows["interpretation"]])
-            parts = ddp(text_f, interp_f)
-            optimizer.zero_grad(set_to_none=True)
-            parts[0].backward()
-            optimizer.step()
+            parts = train_step(model, ddp, optimizer, rows, prompt, device, bf16)
             step_times.append(round(time.perf_counter() - began, 3))
             for key, value in zip(LOSS_PARTS, parts):
                 sums[key] += float(value.detach())
@@ -211,26 +247,29 @@ def train_embedder(
     storage_path: str | None = None,
     cluster_frequency: np.ndarray | None = None,
     prompt: str = "",
+    layout: "TrainLayout | None" = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train on ``pairs`` (a Ray Dataset with ``id``, ``text``, ``interpretation``); write a
     sentence-transformers directory to ``out_dir``. ``centroids`` (K, D) initialise DEC;
     ``cluster_frequency`` (K,) is DEC's f_j over the whole corpus (``dec_loss.cluster_frequency``);
-    ``prompt`` is prepended to both sides, as the embed stage encodes them (``embed.model_prompt``)."""
+    ``prompt`` is prepended to both sides, as the embed stage encodes them (``embed.model_prompt``);
+    ``layout``: the hardware plan's (default: planned for the connected cluster from ``cfg``)."""
     from ray.data import ExecutionOptions
     from ray.train import DataConfig
     from ray.train.torch import TorchTrainer
 
-    from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
+    from coevo_ray.hardware import current_topology, train_layout
+    from coevo_ray.runtime import fit_and_export
 
     # Materialised first: the workers then read blocks from the object store and launch no Ray
     # Data tasks, which would wait forever for a CPU while the workers hold every core.
     pairs = pairs.select_columns(["id", "text", "interpretation"]).materialize()
     n_rows = pairs.count()
-    scaling, torch_config = train_scaling(cfg.num_workers, cfg.cpus_per_worker)
+    layout = layout or train_layout(cfg.num_workers, cfg.cpus_per_worker, current_topology(), bf16=None)
+    scaling, torch_config = layout.scaling()
     plan_steps(n_rows, scaling.num_workers, cfg)  # fail here, not inside the workers
-    if not scaling.use_gpu:
-        wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
-    config = {"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows, "prompt": prompt,
+    layout.wait_until_free()
+    config = {"model_dir": str(model_dir), "train": asdict(cfg), "n_rows": n_rows, "prompt": prompt, "layout": asdict(layout),
               "centroids": None if centroids is None else np.asarray(centroids, np.float32),
               "cluster_frequency": None if cluster_frequency is None else np.asarray(cluster_frequency, np.float32)}
     return fit_and_export(

@@ -5,11 +5,15 @@ there is no second copy of the weights in memory; iterations t >= 2 load the pre
 that same PEFT model, so the reference stays the base model. Rank 0 reports the adapter as a Ray Train
 checkpoint together with the DPO metrics.
 
-Fault tolerance: every ``checkpoint_every`` steps the Hugging Face checkpoint (adapter,
-optimizer, scheduler, trainer state) is reported to Ray Train; when ``FailureConfig`` restarts
-the worker group, training resumes from it (the Trainer skips the batches already seen).
-transformers reads those files with torch's weights-only loader; ``training_args.bin``, a full
-pickle, is left out of the reported checkpoint.
+Fault tolerance: every ``checkpoint_every`` steps every rank reports its part of the Hugging Face
+checkpoint (rank 0: adapter, optimizer, scheduler, trainer state; each rank: its RNG state and,
+under DeepSpeed ZeRO-2, its own optimizer partition ``zero_pp_rank_<r>_…``). Ray Train merges the
+parts into one checkpoint directory; when ``FailureConfig`` restarts the worker group, every rank
+resumes from it (the Trainer skips the batches already seen) and finds its own files there.
+``training_args.bin``, a full pickle, is left out of the reported checkpoint.
+
+Hardware (GPU or CPU workers, NCCL or gloo, DeepSpeed, bf16) comes from the hardware plan's
+:class:`~coevo_ray.hardware.TrainLayout`; the workers only ask Ray Train for their device.
 """
 
 from __future__ import annotations
@@ -21,17 +25,24 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coevo_ray.errors import InputError
 from coevo_ray.train_llm.dpo_config import LLMTrainConfig
+
+if TYPE_CHECKING:
+    from coevo_ray.hardware import TrainLayout
 
 logger = logging.getLogger(__name__)
 
 DPO_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
+# Buckets sized for LoRA (tens of millions of trainable parameters), not DeepSpeed's 5e8 default:
+# with overlap_comm, two 5e8-element fp32 buckets hold ~4 GB per GPU for nothing.
+ZERO_BUCKET = 50_000_000
 ZERO2 = {
-    "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True},
+    "zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True,
+                          "reduce_bucket_size": ZERO_BUCKET, "allgather_bucket_size": ZERO_BUCKET},
     "train_micro_batch_size_per_gpu": "auto",
     "gradient_accumulation_steps": "auto",
     "gradient_clipping": "auto",
@@ -40,7 +51,7 @@ ZERO2 = {
 }
 
 
-def _step_timer():
+def step_timer():
     """A ``TrainerCallback`` recording each optimizer step's wall time, for the benchmarks."""
     from transformers import TrainerCallback
 
@@ -60,9 +71,10 @@ def _step_timer():
 
 def _ray_checkpoint_reporter():
     """A ``TrainerCallback`` reporting each Hugging Face checkpoint to Ray Train. Every rank
-    reports (Ray Train V2 expects the same number of reports per rank); rank 0's carries the
-    files. Like ``ray.train.huggingface.transformers.RayTrainReportCallback``, without the
-    pickled ``training_args.bin``."""
+    reports the files it wrote (rank 0 the shared ones; every rank its RNG state and its ZeRO
+    optimizer partition), and Ray Train merges them into one directory: a restarted rank finds its
+    own partition there. Like ``ray.train.huggingface.transformers.RayTrainReportCallback``,
+    without the pickled ``training_args.bin``."""
     from transformers import TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -70,7 +82,7 @@ def _ray_checkpoint_reporter():
 
     class RayCheckpointReporter(TrainerCallback):
         def on_save(self, args, state, control, **kwargs) -> None:
-            source = get_last_checkpoint(args.output_dir) if state.is_world_process_zero else None
+            source = get_last_checkpoint(args.output_dir)
             stage = Path(args.output_dir) / "report" if source else None
             report_staged({"step": state.global_step}, stage, lambda out: shutil.copytree(
                 source, out / "checkpoint", ignore=shutil.ignore_patterns("training_args.bin")))
@@ -82,39 +94,44 @@ def _train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker; Hugging Face's output directory is the worker's scratch."""
     from contextlib import nullcontext
 
-    from coevo_ray.runtime import worker_scratch
+    from coevo_ray.runtime import deepspeed_extensions_ready, worker_scratch
     from coevo_ray.train_llm.completion_scoring import completion_tokens_only
 
+    if config["layout"]["deepspeed"] and not config["layout"]["use_gpu"]:
+        deepspeed_extensions_ready()
     scoring = completion_tokens_only() if config["train"]["compact_lm_head"] else nullcontext()
     with worker_scratch("dpo") as scratch, scoring:
         _train_in(config, str(scratch))
 
 
-def _train_in(config: dict[str, Any], out_dir: str) -> None:
-    import ray.train
+def build_dpo_trainer(config: dict[str, Any], out_dir: str):
+    """TRL's ``DPOTrainer`` as every worker builds it — LoRA on the base model, the paper's
+    settings, the hardware layout's precision and DeepSpeed, each pair's prompt run once
+    (``shared_prompt``) — and whether the prompt sharing is on. No Ray here, so that
+    ``benchmarks/gpu_check.py`` runs this on a machine without it. Train inside
+    ``completion_tokens_only()`` when ``compact_lm_head`` is set, as the workers do.
+    ``config``: model_dir, pairs, train (an ``LLMTrainConfig`` as a dict), layout (a
+    ``TrainLayout`` as a dict), evaluate, init_adapter_dir."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from coevo_ray.runtime import gather_from_ranks, parameters_digest, rank_nodes, report_staged
+    from coevo_ray.hardware import TrainLayout
     from coevo_ray.train_llm.shared_prompt import share_prompts
 
     cfg = LLMTrainConfig(**config["train"])
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    use_gpu = torch.cuda.is_available()
+    layout = TrainLayout(**config["layout"])
     torch.manual_seed(cfg.seed)
     tok = AutoTokenizer.from_pretrained(config["model_dir"])
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(
-        config["model_dir"], dtype=torch.bfloat16 if (use_gpu and cfg.bf16) else torch.float32
+        config["model_dir"], dtype=torch.bfloat16 if layout.bf16 else torch.float32
     )
     pairs = config["pairs"]
     data = Dataset.from_dict({"prompt": pairs["prompt"], "chosen": pairs["chosen"], "rejected": pairs["rejected"]})
-    use_ds = cfg.deepspeed if cfg.deepspeed is not None else use_gpu
     args = DPOConfig(
         output_dir=out_dir,
         learning_rate=cfg.learning_rate,
@@ -126,10 +143,10 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
         max_steps=cfg.max_steps,
         max_length=cfg.max_length,
         gradient_checkpointing=cfg.gradient_checkpointing,
-        bf16=bool(use_gpu and cfg.bf16),
+        bf16=layout.bf16,
         # Without use_cpu, accelerate on CPU sees one process and DeepSpeed's batch check fails.
-        use_cpu=not use_gpu,
-        deepspeed=ZERO2 if use_ds else None,
+        use_cpu=not layout.use_gpu,
+        deepspeed=ZERO2 if layout.deepspeed else None,
         optim="adamw_torch",  # the paper's Adam(W); explicit so DeepSpeed does not build its own
         lr_scheduler_type="constant",
         warmup_steps=0,
@@ -154,7 +171,18 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
     shared = cfg.shared_prompt and share_prompts(trainer.model.get_base_model())
     if config.get("init_adapter_dir"):
         _continue_adapter(trainer.model, config["init_adapter_dir"], cfg)
-    step_times = _step_timer()
+    return trainer, shared
+
+
+def _train_in(config: dict[str, Any], out_dir: str) -> None:
+    import ray.train
+
+    from coevo_ray.runtime import gather_from_ranks, parameters_digest, rank_nodes, report_staged
+
+    cfg = LLMTrainConfig(**config["train"])
+    rank = ray.train.get_context().get_world_rank()
+    trainer, shared = build_dpo_trainer(config, out_dir)
+    step_times = step_timer()
     trainer.add_callback(step_times)
     if cfg.checkpoint_every:
         trainer.add_callback(_ray_checkpoint_reporter())
@@ -185,6 +213,7 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
                                "rank_digests": gather_from_ranks(final_digest),
                                "world_size": trainer.args.world_size,
                                "distributed_type": str(trainer.accelerator.distributed_type),
+                               "layout": config["layout"],
                                "initial_digest": initial_digest, "step_times_s": step_times.durations,
                                "resumed_from_step": resumed_from, "rank_nodes": rank_nodes(),
                                "shared_prompt": shared,
@@ -234,19 +263,23 @@ def train_dpo(
     storage_path: str | None = None,
     evaluate: bool = False,
     init_adapter_dir: str | None = None,
+    layout: "TrainLayout | None" = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train a LoRA adapter on ``pairs`` (prompt/chosen/rejected), from ``init_adapter_dir`` when
-    given; copy it to ``out_dir``."""
+    given; copy it to ``out_dir``. ``layout``: the hardware plan's (default: planned for the
+    connected cluster from ``cfg``)."""
     from ray.train.torch import TorchTrainer
 
-    from coevo_ray.runtime import fit_and_export, train_scaling, wait_for_cpus
+    from coevo_ray.hardware import current_topology, train_layout
+    from coevo_ray.runtime import fit_and_export
 
     if not pairs["prompt"]:
         raise InputError("no preference pairs to train on")
-    scaling, torch_config = train_scaling(cfg.num_workers, cfg.cpus_per_worker)
-    if not scaling.use_gpu:
-        wait_for_cpus(scaling.num_workers * cfg.cpus_per_worker)
+    layout = layout or train_layout(cfg.num_workers, cfg.cpus_per_worker, current_topology(), cfg.deepspeed, cfg.bf16)
+    scaling, torch_config = layout.scaling()
+    layout.wait_until_free()
     config = {"model_dir": str(model_dir), "pairs": pairs, "train": asdict(cfg), "evaluate": evaluate,
+              "layout": asdict(layout),
               "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None}
     return fit_and_export(
         lambda run_config: TorchTrainer(_train_loop, train_loop_config=config, scaling_config=scaling,

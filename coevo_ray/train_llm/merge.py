@@ -21,7 +21,7 @@ def write_merged_model(base_dir: str | os.PathLike, adapter_dir: str | os.PathLi
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(target, safe_serialization=True)
@@ -33,9 +33,3 @@ def merge_adapter(base_dir: str | os.PathLike, adapter_dir: str | os.PathLike, o
     """:func:`write_merged_model` into ``out_dir``, atomically."""
     return atomic_dir(Path(out_dir), partial(write_merged_model, base_dir, adapter_dir, dtype=dtype))
 
-
-def serve_merged(setting: str = "auto") -> bool:
-    """``auto``: merged weights on CPU clusters, runtime LoRA on GPUs (fast LoRA kernels there)."""
-    from coevo_ray.runtime import cluster_gpus
-
-    return setting == "merged" or (setting == "auto" and cluster_gpus() == 0)
