@@ -15,6 +15,9 @@ Sections (each figure is a ratio to its reference; seconds are reported beside i
   layout        the interpret stage through Ray Data: 1 actor × 2 threads vs 2 actors × 1 thread
   scheduler     vLLM's max_num_seqs at 128, 256 (its CPU default) and 512, 512 greedy requests
   ray_overhead  the interpret, embed and prefer stages through Ray vs the same work in-process
+  admission     the interpret stage (--n-overhead-gen texts × 2 temperatures) with per-batch vs
+                continuous admission, quiet and beside a process that keeps a core busy: tok/s and
+                whether the answers are the same
   selection     R = 100 KMeans runs + averaged distances over N × C candidates vs one embedding
                 pass over the N texts; one FAISS KMeans vs one scikit-learn KMeans
   training      seconds per DPO pair: TRL scoring every position (its CPU default) vs completion
@@ -445,7 +448,46 @@ def unit_scale_generation(args) -> dict:
             "peak_driver_mib": PeakMemory.driver_mib(), "peak_ray_workers_mib": round(mem.workers_peak / 2**20, 1)}
 
 
-UNITS = {"gemm": unit_gemm, "generation": unit_generation, "profile": unit_profile, "layout": unit_layout,
+def unit_admission(args) -> dict:
+    """The interpret stage as a fit runs it (Ray Data, one actor, the quick profile's two
+    temperatures) under one admission mode, on a quiet machine or beside a process that keeps a
+    core busy (``--busy``): seconds, output tokens per second, and a digest of the answers (equal
+    digests = the same answers)."""
+    import hashlib
+
+    from coevo_ray.data import load_corpus
+    from coevo_ray.interpret import EngineSpec, GenerationSettings, interpret_dataset
+    from coevo_ray.models import resolve_model
+    from coevo_ray.resources import StageResources
+
+    model_dir = str(resolve_model(LLMS[0]))
+    texts = read_texts(args.n)
+    if args.gomp_spincount:  # before Ray starts: its workers inherit the environment
+        os.environ["GOMP_SPINCOUNT"] = args.gomp_spincount
+    init_ray()
+    settings = GenerationSettings(task=TASK, temperatures=(0.0, 1.0), max_tokens=args.max_tokens, seed=0,
+                                  admission=args.admission)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    try:
+        t0 = time.perf_counter()
+        rows = interpret_dataset(load_corpus(texts).to_ray_dataset(), EngineSpec(model_dir=model_dir), settings,
+                                 StageResources(batch_size=64)).take_all()
+        wall = time.perf_counter() - t0
+    finally:
+        if busy is not None:
+            busy.kill()
+    rows.sort(key=lambda r: (r["id"], r["candidate"]))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tokens = sum(len(tok(r["raw"], add_special_tokens=False)["input_ids"]) for r in rows)
+    digest = hashlib.sha256("\x00".join(r["raw"] for r in rows).encode()).hexdigest()[:16]
+    return {"admission": args.admission, "busy": bool(args.busy), "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+            "requests": len(rows), "seconds": round(wall, 1),
+            "tok_s": round(tokens / wall, 1), "answers_digest": digest}
+
+
+UNITS = {"admission": unit_admission, "gemm": unit_gemm, "generation": unit_generation, "profile": unit_profile, "layout": unit_layout,
          "ray_overhead": unit_ray_overhead, "interpret_in_process": unit_interpret_in_process,
          "selection": unit_selection, "training": unit_training, "scale_embed": unit_scale_embed,
          "scale_generation": unit_scale_generation}
@@ -468,6 +510,10 @@ def plan(args) -> dict[str, list[str]]:
         "scheduler": [["generation", "--llm", LLMS[0], "--dtype", "float32", "--backend", "vllm", "--n", "512",
                        "--max-num-seqs", str(seqs)] for seqs in (128, 256, 512)],
         "ray_overhead": [["ray_overhead"]],
+        # Per-batch vs continuous admission (interpret/engine_loop.py), quiet and beside a busy process.
+        "admission": [["admission", "--admission", mode, "--n", str(args.n_overhead_gen)] + (["--busy"] if busy else [])
+                      + (["--gomp-spincount", spin] if spin else [])
+                      for spin in ("", "1000") for mode in ("per-batch", "continuous") for busy in (False, True)],
         "selection": [["selection"]],
         "training": [["training"]],
         "scaling": [["scale_embed", "--n", str(n), "--runs", str(args.runs)] for n in args.sizes]
@@ -601,6 +647,9 @@ def main(argv=None) -> int:
     p.add_argument("--structured", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--layout", help=argparse.SUPPRESS)
     p.add_argument("--max-num-seqs", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--admission", default="per-batch", help=argparse.SUPPRESS)
+    p.add_argument("--busy", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gomp-spincount", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.unit:  # child process: one measurement, its JSON as the last stdout line

@@ -12,6 +12,9 @@ Representation = Literal["interpretation", "text", "concat"]
 PromptStyle = Literal["paper", "agnostic", "guided", "exemplars", "concise"]
 Backend = Literal["vllm", "transformers"]
 AdapterServing = Literal["auto", "merged", "lora"]  # how a DPO-trained LLM is served
+# How a generation actor's engine takes Ray Data batches (interpret/engine_loop.py): one at a time
+# (answers independent of arrival timing) or all joining the running engine (faster, timing-dependent).
+Admission = Literal["per-batch", "continuous"]
 EngineDtype = Literal["auto", "float32", "bfloat16", "float16"]  # "auto": the hardware plan's
 PreferenceRule = Literal["density", "random"]  # "random": the paper's ablation (table 2)
 KMeansInit = Literal["k-means++", "random"]

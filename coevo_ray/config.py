@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from coevo_ray.choices import (
-    AdapterServing, Backend, EngineDtype, KMeansInit, PreferenceRule, PromptStyle, Representation, check_choice,
+    AdapterServing, Admission, Backend, EngineDtype, KMeansInit, PreferenceRule, PromptStyle, Representation, check_choice,
 )
 from coevo_ray.data.corpus import DEFAULT_MAX_TEXT_CHARS
 from coevo_ray.errors import InputError
@@ -58,6 +58,11 @@ class InterpretConfig:
     # LoRARequest on GPUs; or force one.
     adapter_serving: AdapterServing = "auto"
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    # "per-batch": each Ray Data batch runs through the engine alone, so an answer depends on its
+    # batch and seed only, whatever the machine's load; "continuous": batches join the running
+    # engine (faster by the figure in benchmarks/results/throughput.md, but which requests share
+    # an engine step, and so the float rounding of greedy answers, depends on timing).
+    admission: Admission = "per-batch"
     resources: StageResources = field(default_factory=lambda: StageResources(batch_size=64))
 
     def __post_init__(self) -> None:
@@ -88,6 +93,7 @@ class InterpretConfig:
             raise InputError(f"max_tokens must be >= 1, got {self.max_tokens}")
         check_choice("adapter serving", self.adapter_serving, AdapterServing)
         check_choice("engine dtype", self.dtype, EngineDtype)
+        check_choice("admission", self.admission, Admission)
         if self.max_lora_rank not in VLLM_LORA_RANKS:
             raise InputError(f"max_lora_rank must be one of vLLM's {VLLM_LORA_RANKS}, got {self.max_lora_rank}")
         self.engine_kwargs = dict(self.engine_kwargs or {})

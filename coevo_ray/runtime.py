@@ -37,6 +37,14 @@ def ensure_ray(address: str | None = None, quiet: bool = False, **init_kwargs) -
     logger.info("Ray: %d node(s), %s CPU, %s GPU", len(ray.nodes()), res.get("CPU", 0), res.get("GPU", 0))
 
 
+def in_input_order(ds):
+    """``ds`` executed in its input's order. Which rows share a batch then depends on the data
+    only, not on which upstream task finished first: batched float rounding (generation steps,
+    embedding padding) is the same on every run, whatever the machine's load."""
+    ds.context.execution_options.preserve_order = True
+    return ds
+
+
 def actor_threads(requested: int | None = None) -> int:
     """Threads for torch inside an actor. Ray pins OMP_NUM_THREADS to the actor's num_cpus (1),
     which would leave the other cores idle while one stage runs at a time."""

@@ -111,7 +111,7 @@ def test_generation_survives_a_killed_actor(sampled):
 
 
 def test_engine_loop_shares_one_engine_between_concurrent_batches(smollm2_dir):
-    """Batches submitted from several threads run in one vLLM engine at once and give the outputs
+    """Continuous admission: batches submitted from several threads run in one vLLM engine at once and give the outputs
     one whole-batch call gives (per-request seeds); a prompt the engine refuses fails only its
     own batch, and the engine goes on serving. The engine's arguments are the spec's."""
     from concurrent.futures import ThreadPoolExecutor
@@ -124,7 +124,7 @@ def test_engine_loop_shares_one_engine_between_concurrent_batches(smollm2_dir):
     spec = EngineSpec(model_dir=str(smollm2_dir), max_model_len=512)
     # Engine arguments reach vLLM as given (ray.data.llm's engine_kwargs), after the plan's CPU ones.
     spec = replace(spec, engine_kwargs={**spec.engine_kwargs, "max_num_seqs": 8})
-    loop = EngineLoop(spec)
+    loop = EngineLoop(spec, continuous=True)
     assert loop.engine.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs == 8
     temps = [0.0, 1.0] * 6
     seeds = [request_seed(3, i, 1) for i in range(12)]
@@ -141,3 +141,34 @@ def test_engine_loop_shares_one_engine_between_concurrent_batches(smollm2_dir):
     with pytest.raises(Exception, match="(?i)longer than|too long|max_model_len|maximum"):
         refused.result(timeout=60)
     assert loop.generate(texts[:2], [0.0, 0.0], [0, 0], 16) == [whole[0], loop.generate(texts[1:2], [0.0], [0], 16)[0]]
+
+
+def test_generation_gives_the_same_parquet_beside_a_busy_process(ray_session, smollm2_dir, tmp_path):
+    """Per-batch admission (the default): the same generation, once on a quiet machine and once
+    beside a process that keeps a core busy, writes the same answers, byte for byte. Several
+    batches per actor, two in flight at once: with continuous admission their arrival timing
+    decided which requests shared an engine step, and a loaded machine flipped greedy tokens."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    texts, _ = read_jsonl("bank77.jsonl", n=24, seed=8)
+    settings = GenerationSettings(task=TASK, temperatures=(0.0, 1.0), max_tokens=24, seed=3)
+    resources = StageResources(batch_size=4, requests_in_flight=8)  # 4 texts x 2 temperatures per batch
+
+    def run(out):
+        ds = interpret_dataset(load_corpus(texts).to_ray_dataset(), EngineSpec(model_dir=str(smollm2_dir)),
+                               settings, resources)
+        ds.select_columns(["id", "candidate", "raw", "finish_reason"]).write_parquet(str(out))
+        table = pq.read_table(str(out)).sort_by([("id", "ascending"), ("candidate", "ascending")])
+        return {name: table.column(name).to_pylist() for name in table.column_names}
+
+    quiet = run(tmp_path / "quiet")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        loaded = run(tmp_path / "loaded")
+    finally:
+        busy.kill()
+    assert len(quiet["raw"]) == 48
+    assert loaded == quiet, [(a, b) for a, b in zip(quiet["raw"], loaded["raw"]) if a != b][:3]

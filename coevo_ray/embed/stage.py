@@ -15,6 +15,7 @@ import numpy as np
 
 from coevo_ray.embed.encoder import driver_encoder, encode, load_encoder
 from coevo_ray.resources import StageResources
+from coevo_ray.runtime import in_input_order
 
 if TYPE_CHECKING:
     from coevo_ray.hardware import HardwarePlan
@@ -48,7 +49,7 @@ def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: s
 
     if not resources.resolved:
         resources = actor_layout(resources, current_topology())
-    return ds.map_batches(
+    return in_input_order(ds.map_batches(
         EmbedUDF,
         fn_constructor_kwargs={"model_dir": str(model_dir), "input_column": input_column,
                                "output_column": output_column, "threads": resources.threads,
@@ -56,7 +57,7 @@ def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: s
                                "device": "cuda" if resources.gpus_per_actor > 0 else "cpu"},
         udf_modifying_row_count=False,
         **resources.map_batches_kwargs(),
-    )
+    ))
 
 
 def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResources, column: str,

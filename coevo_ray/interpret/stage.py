@@ -22,6 +22,7 @@ from coevo_ray.interpret.engine_loop import EngineLoop
 from coevo_ray.interpret.parsing import parse_interpretation
 from coevo_ray.interpret.prompts import TaskDescription, render_prompt, worked_example
 from coevo_ray.resources import StageResources
+from coevo_ray.runtime import in_input_order
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class GenerationSettings:
     max_tokens: int = 96
     seed: int = 0
     exemplars: tuple[str, ...] = ()  # corpus texts shown by the "exemplars" prompt style
+    admission: str = "per-batch"  # InterpretConfig.admission
 
 
 def _configure_cpu_env(threads: int | None) -> None:
@@ -67,7 +69,7 @@ class InterpretUDF:
         from coevo_ray.runtime import actor_threads
 
         actor_threads(threads)
-        self.engine = EngineLoop(spec)
+        self.engine = EngineLoop(spec, continuous=settings.admission == "continuous")
         self.settings = settings
         self.desc = TaskDescription.parse(settings.task)
         self.example = worked_example(settings.prompt_style)
@@ -117,8 +119,15 @@ def interpret_dataset(ds, spec: EngineSpec, settings: GenerationSettings, resour
         resources = actor_layout(resources, current_topology(), engine_gpus(spec.engine_kwargs))
     if resources.gpus_per_actor > 0 and spec.device == "cpu":
         spec = replace(spec, device="cuda")  # the transformers engine on the actor's GPU
-    per_batch = resources.batch_size * len(settings.temperatures)
-    calls = max(1, -(-resources.requests_in_flight // per_batch))
-    return ds.map_batches(InterpretUDF, fn_constructor_kwargs={"spec": spec, "settings": settings,
-                                                               "threads": resources.threads},
-                          **resources.map_batches_kwargs(calls))
+    n_temps = len(settings.temperatures)
+    if settings.admission == "per-batch":
+        # A batch runs alone: big enough to fill the engine (requests_in_flight requests), with a
+        # second call queued behind it so the next batch is ready when one finishes.
+        resources = replace(resources, batch_size=max(resources.batch_size, -(-resources.requests_in_flight // n_temps)))
+        calls = 2
+    else:
+        calls = max(1, -(-resources.requests_in_flight // (resources.batch_size * n_temps)))
+    out = ds.map_batches(InterpretUDF, fn_constructor_kwargs={"spec": spec, "settings": settings,
+                                                              "threads": resources.threads},
+                         **resources.map_batches_kwargs(calls))
+    return in_input_order(out)

@@ -47,7 +47,8 @@ class InterpretStage:
     def _plan(self, ctx: RunContext, llm: LLMWeights, temperatures: tuple[float, ...]):
         cfg = ctx.config.interpret
         settings = GenerationSettings(task=ctx.config.task, prompt_style=cfg.prompt_style, temperatures=temperatures,
-                                      max_tokens=cfg.max_tokens, seed=ctx.seed(), exemplars=ctx.exemplars)
+                                      max_tokens=cfg.max_tokens, seed=ctx.seed(), exemplars=ctx.exemplars,
+                                      admission=cfg.admission)
         return engine_spec(ctx, llm, cfg.structured_output), settings
 
     def key(self, ctx: RunContext, llm: LLMWeights, temperatures: tuple[float, ...], step: str = "") -> str:
@@ -77,7 +78,7 @@ class NamesStage:
         spec = replace(engine_spec(ctx, llm, structured=False),
                        structured_regex=NAME_REGEX if ctx.config.interpret.backend == "vllm" else None)
         settings = GenerationSettings(task=ctx.config.task, prompt_style=NAMING_STYLE, temperatures=(0.0,),
-                                      max_tokens=16, seed=ctx.seed())
+                                      max_tokens=16, seed=ctx.seed(), admission=ctx.config.interpret.admission)
         return spec, settings
 
     def key(self, ctx: RunContext, llm: LLMWeights, requests: list[str]) -> str:
