@@ -482,7 +482,12 @@ def unit_admission(args) -> dict:
     tok = AutoTokenizer.from_pretrained(model_dir)
     tokens = sum(len(tok(r["raw"], add_special_tokens=False)["input_ids"]) for r in rows)
     digest = hashlib.sha256("\x00".join(r["raw"] for r in rows).encode()).hexdigest()[:16]
-    return {"admission": args.admission, "busy": bool(args.busy), "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+    from coevo_ray.resources import GOMP_SPINCOUNT
+
+    # What the actor ran with (resources.actor_runtime_env); None: libgomp's default (measured
+    # before the library set one).
+    return {"admission": args.admission, "busy": bool(args.busy),
+            "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", GOMP_SPINCOUNT),
             "requests": len(rows), "seconds": round(wall, 1),
             "tok_s": round(tokens / wall, 1), "answers_digest": digest}
 

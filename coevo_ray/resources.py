@@ -55,12 +55,23 @@ class StageResources:
                 "runtime_env": actor_runtime_env(self.threads, self.gpus_per_actor)}
 
 
+#: OpenMP threads spin this many times at a barrier before sleeping (libgomp: torch's and vLLM-CPU's
+#: threads). libgomp's default spins 300 times longer: beside another busy process, threads bound
+#: to a shared core then burn their time slices waiting, and generation slows far beyond the fair
+#: share; this limit costs a little on a quiet machine (benchmarks/results/throughput-admission.md).
+#: A GOMP_SPINCOUNT set by the user is kept.
+GOMP_SPINCOUNT = "1000"
+
+
 def actor_runtime_env(threads: int | None, gpus: float = 0.0) -> dict:
-    """Process-wide thread count for an actor. Ray sets OMP_NUM_THREADS to the actor's num_cpus;
-    torch.set_num_threads in ``__init__`` only reaches that thread, and vLLM-CPU aborts when its
-    attention metadata (built on another thread) disagrees with the kernel's thread count.
-    Ray Data's actor pools already restart dead actors and retry their batches (max_restarts=-1)."""
+    """Process-wide thread settings for an actor. Ray sets OMP_NUM_THREADS to the actor's
+    num_cpus; torch.set_num_threads in ``__init__`` only reaches that thread, and vLLM-CPU aborts
+    when its attention metadata (built on another thread) disagrees with the kernel's thread
+    count. OpenMP's spin limit (``GOMP_SPINCOUNT``) must be in the environment the process starts
+    with. Ray Data's actor pools already restart dead actors and retry their batches
+    (max_restarts=-1)."""
     from coevo_ray.hardware import hidden_gpus_env
 
     n = threads or os.cpu_count() or 1
-    return {"env_vars": {"OMP_NUM_THREADS": str(n), **hidden_gpus_env(gpus)}}
+    return {"env_vars": {"OMP_NUM_THREADS": str(n), "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", GOMP_SPINCOUNT),
+                         **hidden_gpus_env(gpus)}}
