@@ -11,12 +11,15 @@ What the plan decides, and why:
   visible to a zero-GPU actor, and a vLLM engine or encoder there would take ``cuda:0`` outside
   Ray's accounting.
 - **Engine**: dtype ``auto`` = bf16 on GPU actors (vLLM's CUDA LoRA kernels take fp16/bf16 only;
-  FlashAttention needs them), fp32 on CPUs. Eager mode and no chunked prefill on CPUs (vLLM-CPU's
+  FlashAttention needs them); on CPUs bf16 only where they have AMX, fp32 elsewhere: with
+  AVX-512 BF16 alone bf16 generated fewer tokens per second than fp32, and torch's bf16 GEMM ran
+  slower than its fp32 one (benchmarks/results/throughput-bf16.md), and AVX2-only CPUs have no
+  bf16 arithmetic at all. Eager mode and no chunked prefill on CPUs (vLLM-CPU's
   seeded sampling fails with chunked prefill; torch.compile warm-up costs minutes on 2 cores);
   CUDA graphs and vLLM's defaults on GPUs. The DPO adapter is served as merged weights on CPU
   actors (vLLM-CPU's runtime LoRA is several times slower) and through ``LoRARequest`` on GPUs.
 - **Training** (Ray Train): one worker per GPU on NCCL, with DeepSpeed ZeRO-2 and bf16 for DPO;
-  two gloo workers on CPU clusters, DDP in fp32.
+  two gloo workers on CPU clusters, DDP in fp32 (bf16 on AMX CPUs, by the same rule).
 - **Ray tasks** (preferences, the on-text guard, KMeans on a sample): one GPU each when the
   cluster has GPUs (FAISS runs on it when faiss-gpu is installed there), none otherwise. FAISS in
   the driver always runs on the CPU: the driver holds no GPU in Ray's accounting.
@@ -54,25 +57,29 @@ class Node:
 
 @dataclass(frozen=True)
 class Topology:
-    """The alive nodes of a Ray cluster, as Ray reports their resources."""
+    """The alive nodes of a Ray cluster, as Ray reports their resources, and whether the CPUs have
+    AMX (bf16 matrix units). Ray does not report instruction sets: they are the driver's, and the
+    nodes are taken to be alike."""
 
     nodes: tuple[Node, ...]
+    cpu_amx: bool = False
 
     @classmethod
-    def of(cls, *nodes: tuple[float, float] | Node) -> "Topology":
+    def of(cls, *nodes: tuple[float, float] | Node, cpu_amx: bool = False) -> "Topology":
         """A declared topology: ``Topology.of((16, 8), (16, 8))`` is two nodes of 16 CPUs and 8 GPUs."""
-        return cls(tuple(n if isinstance(n, Node) else Node(*n) for n in nodes))
+        return cls(tuple(n if isinstance(n, Node) else Node(*n) for n in nodes), cpu_amx)
 
     @classmethod
     def from_ray(cls) -> "Topology":
         """What the connected Ray cluster reports; this machine's CPUs when Ray is not started."""
         import ray
 
+        amx = "amx_bf16" in cpu_flags()
         if not ray.is_initialized():
-            return cls((Node(float(os.cpu_count() or 1)),))
+            return cls((Node(float(os.cpu_count() or 1)),), amx)
         nodes = [Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
                  for n in ray.nodes() if n.get("Alive")]
-        return cls(tuple(nodes) or (Node(float(os.cpu_count() or 1)),))
+        return cls(tuple(nodes) or (Node(float(os.cpu_count() or 1)),), amx)
 
     @property
     def cpus(self) -> float:
@@ -88,7 +95,7 @@ class Topology:
         return len(self.nodes) == 1 and self.gpus == 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nodes": len(self.nodes), "cpus": self.cpus, "gpus": self.gpus,
+        return {"nodes": len(self.nodes), "cpus": self.cpus, "gpus": self.gpus, "cpu_amx": self.cpu_amx,
                 "per_node": [[n.cpus, n.gpus] for n in self.nodes]}
 
 
@@ -197,7 +204,7 @@ def train_layout(num_workers: int | None, cpus_per_worker: float, topology: Topo
                  deepspeed: bool | None = False, bf16: bool | None = False) -> TrainLayout:
     """One worker per GPU on NCCL when the cluster has GPUs (``deepspeed``/``bf16`` None: on);
     otherwise ``num_workers`` (2 by default: DDP is exercised even on a laptop) CPU workers on
-    gloo (``deepspeed``/``bf16`` None: off)."""
+    gloo (``deepspeed`` None: off; ``bf16`` None: on AMX CPUs only)."""
     use_gpu = topology.gpus > 0
     if num_workers is not None and num_workers < 1:
         raise InputError(f"num_workers must be >= 1, got {num_workers}")
@@ -206,14 +213,14 @@ def train_layout(num_workers: int | None, cpus_per_worker: float, topology: Topo
     return TrainLayout(num_workers=num_workers or (topology.gpus if use_gpu else 2), use_gpu=use_gpu,
                        cpus_per_worker=cpus_per_worker, backend="nccl" if use_gpu else "gloo",
                        deepspeed=use_gpu if deepspeed is None else bool(deepspeed),
-                       bf16=use_gpu if bf16 is None else bool(bf16))
+                       bf16=(use_gpu or topology.cpu_amx) if bf16 is None else bool(bf16))
 
 
 def engine_settings(on_gpu: bool, dtype: str, enforce_eager: bool | None,
-                    user_kwargs: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+                    user_kwargs: dict[str, Any] | None, cpu_amx: bool = False) -> tuple[str, dict[str, Any]]:
     """The engine dtype and vLLM ``LLM`` keyword arguments for actors with or without a GPU."""
     if dtype == "auto":
-        dtype = "bfloat16" if on_gpu else "float32"
+        dtype = "bfloat16" if on_gpu or cpu_amx else "float32"
     kwargs: dict[str, Any] = {"enforce_eager": (not on_gpu) if enforce_eager is None else bool(enforce_eager)}
     if on_gpu:
         kwargs["gpu_memory_utilization"] = 0.85
@@ -255,7 +262,7 @@ def make_plan(topology: Topology, config: "CoEvolverConfig") -> HardwarePlan:
     generation = actor_layout(interp.resources, topology, engine_gpus(interp.engine_kwargs))
     embedding = actor_layout(config.embed.resources, topology)
     on_gpu = generation.gpus_per_actor > 0
-    dtype, kwargs = engine_settings(on_gpu, interp.dtype, interp.enforce_eager, interp.engine_kwargs)
+    dtype, kwargs = engine_settings(on_gpu, interp.dtype, interp.enforce_eager, interp.engine_kwargs, topology.cpu_amx)
     return HardwarePlan(
         topology=topology, generation=generation, embedding=embedding, engine_dtype=dtype, engine_kwargs=kwargs,
         engine_device="cuda" if on_gpu else "cpu",
@@ -269,6 +276,18 @@ def make_plan(topology: Topology, config: "CoEvolverConfig") -> HardwarePlan:
 
 
 # ----------------------------------------------------------------------------- the Ray side
+def cpu_flags() -> set[str]:
+    """This machine's CPU feature flags (``/proc/cpuinfo``; empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def current_topology() -> Topology:
     return Topology.from_ray()
 

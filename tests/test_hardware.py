@@ -31,7 +31,7 @@ def test_a_cpu_machine_gets_the_cpu_layout():
     assert (dpo.num_workers, dpo.use_gpu, dpo.backend, dpo.deepspeed, dpo.bf16) == (2, False, "gloo", False, False)
     assert plan.task_gpus == 0 and plan.in_driver(100, 5000) and not plan.in_driver(6000, 5000)
     # The summary holds the plan as plain JSON.
-    assert json.loads(json.dumps(plan.to_dict()))["topology"] == {"nodes": 1, "cpus": 2.0, "gpus": 0,
+    assert json.loads(json.dumps(plan.to_dict()))["topology"] == {"nodes": 1, "cpus": 2.0, "gpus": 0, "cpu_amx": False,
                                                                  "per_node": [[2.0, 0.0]]}
 
 
@@ -157,3 +157,25 @@ def test_a_ray_cluster_with_declared_gpus_gives_each_actor_and_task_what_the_pla
     assert out["cpu_pool"] == [["", ""]]
     assert len(out["gpu_task"]["gpu_ids"]) == 1 and out["gpu_task"]["cuda_visible"] == out["gpu_task"]["gpu_ids"][0]
     assert out["cpu_task"] == {"gpu_ids": [], "cuda_visible": ""}
+
+
+def test_faiss_runs_on_a_gpu_only_where_ray_gave_one():
+    """The driver's KMeans (final clustering, DEC centroids, the evaluation protocol) never takes
+    a GPU: faiss.Kmeans(gpu=True) would take every GPU of the node outside Ray's accounting."""
+    import numpy as np
+
+    from coevo_ray.clustering import FaissKMeans
+    from coevo_ray.hardware import faiss_use_gpu
+
+    assert FaissKMeans(2).use_gpu is False
+    assert faiss_use_gpu(0.0) is False
+    assert faiss_use_gpu(1.0) is False  # faiss-cpu here: a task given a GPU still runs FAISS on the CPU
+    x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    assert FaissKMeans(2, use_gpu=faiss_use_gpu(1.0)).fit(x).labels_.shape == (40,)
+
+
+def test_cpus_with_amx_get_bf16_and_others_fp32():
+    amx = make_plan(Topology.of((2, 0), cpu_amx=True), config())
+    assert amx.engine_dtype == "bfloat16" and amx.train_llm.bf16 and amx.serve_adapter_merged
+    plain = make_plan(Topology.of((2, 0), cpu_amx=False), config())
+    assert plain.engine_dtype == "float32" and not plain.train_llm.bf16
