@@ -38,10 +38,16 @@ def ensure_ray(address: str | None = None, quiet: bool = False, **init_kwargs) -
 
 
 def in_input_order(ds):
-    """``ds`` executed in its input's order. Which rows share a batch then depends on the data
-    only, not on which upstream task finished first: batched float rounding (generation steps,
-    embedding padding) is the same on every run, whatever the machine's load."""
-    ds.context.execution_options.preserve_order = True
+    """``ds``, executed in its input's order: which rows share a batch, and the order of its
+    blocks, then depend on the data only, not on which upstream task finished first — batched
+    float rounding (generation steps, embedding padding) and anything numbered by block order
+    are the same on every run, whatever the machine's load. The dataset gets a context of its
+    own: the one it shares with the datasets it came from (a user's, say) is left as it was."""
+    import copy
+
+    context = copy.deepcopy(ds.context)
+    context.execution_options.preserve_order = True
+    ds._context = context  # Ray Data has no public setter; execution reads the final dataset's context
     return ds
 
 

@@ -145,3 +145,24 @@ def test_paper_presets_apply_the_topic_sets_dec_weight():
     assert "dec_weight" not in quick["train_embedder"]  # the profile itself is not changed
     with pytest.raises(InputError, match="not one of the paper's datasets"):
         paper_preset("my_corpus")
+
+
+def _slow_on_even_blocks(batch):
+    import time
+
+    if int(batch["id"][0]) % 20 == 0:  # every other block of 10 rows finishes late
+        time.sleep(0.3)
+    return batch
+
+
+def test_in_input_order_keeps_block_order_whatever_finishes_first(ray_session):
+    """Blocks whose tasks finish late come back in their input place (what numbers a Dataset's
+    rows and fixes which rows share a generation or embedding batch), and the context of the
+    dataset it came from is left as it was."""
+    from coevo_ray.runtime import in_input_order
+
+    source = ray_session.data.from_items([{"id": i} for i in range(200)], override_num_blocks=20)
+    slow = source.map_batches(_slow_on_even_blocks, batch_size=None)
+    ordered = [r["id"] for r in in_input_order(slow).iter_rows()]
+    assert ordered == list(range(200))
+    assert not source.context.execution_options.preserve_order

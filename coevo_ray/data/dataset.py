@@ -214,7 +214,11 @@ def _from_dataset(ds, text_field: str, label_field: str | None):
     if renames:
         ds = ds.rename_columns(renames)
     if "id" not in columns:  # number the rows in the Dataset's order: its blocks, then their rows
-        refs = ds.to_arrow_refs()
+        from coevo_ray.runtime import in_input_order
+
+        # In input order: blocks come back as their tasks finish otherwise, and a busy machine
+        # numbered the rows in another order than the Dataset's.
+        refs = in_input_order(ds).to_arrow_refs()
         counts = ray.get([ray.remote(num_cpus=0.5)(_num_rows).remote(r) for r in refs])
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
         numbered = ray.remote(num_cpus=0.5)(_with_ids)
