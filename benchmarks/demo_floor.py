@@ -34,27 +34,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from _common import RESULTS, gemm_gflops, machine  # noqa: E402
 
+from coevo_ray.cost import dpo_flops, generation_flops, parameter_counts  # noqa: E402
+
 TARGET_S = 300  # issue 17: the demo's fit in 5 minutes
-
-
-def parameter_counts(model_dir: Path) -> tuple[int, int]:
-    """(non-embedding parameters, LM-head parameters) from the safetensors headers (tied or not,
-    the head is a vocabulary × hidden GEMM per scored position)."""
-    from safetensors import safe_open
-
-    total, head = 0, 0
-    for path in sorted(model_dir.glob("*.safetensors")):
-        with safe_open(str(path), "pt") as fh:
-            for name in fh.keys():
-                shape = fh.get_slice(name).get_shape()
-                size = 1
-                for dim in shape:
-                    size *= dim
-                if "embed_tokens" in name or name.endswith("lm_head.weight"):
-                    head = max(head, size)  # a tied head is the embedding matrix
-                    continue
-                total += size
-    return total, head
 
 
 def shared_prefix_len(prompts: list[list[int]]) -> int:
@@ -114,7 +96,7 @@ def main(argv=None) -> int:
             shared = shared_prefix_len(prompts)
             own = sum(len(ids) - shared for ids in prompts)
             output = sum(n_tokens(table.column("raw").to_pylist()))
-            flops = 2 * body * (shared + own + output) + 2 * head * output
+            flops = generation_flops(body, head, shared, own, output)
             detail = {"requests": table.num_rows, "distinct_prompts": len(prompts), "shared_prompt_tokens": shared, "own_prompt_tokens": own,
                       "output_tokens": output}
         elif name.endswith("-dpo"):
@@ -122,7 +104,7 @@ def main(argv=None) -> int:
             pairs = pq.read_table(prefer / "pairs.parquet", columns=["text", "chosen", "rejected"])
             prompt = sum(len(ids) for ids in prompts_for(pairs.column("text").to_pylist(), exemplars))
             answers = sum(n_tokens(pairs.column("chosen").to_pylist())) + sum(n_tokens(pairs.column("rejected").to_pylist()))
-            flops = 6 * body * (prompt + answers) + 6 * head * answers
+            flops = dpo_flops(body, head, prompt, answers)
             detail = {"pairs": pairs.num_rows, "prompt_tokens": prompt, "answer_tokens": answers}
         else:
             continue

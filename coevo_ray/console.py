@@ -81,3 +81,36 @@ def console(run_log: str | Path, verbose: bool = False) -> Iterator[TextIO]:
             os.close(fd)
         terminal.close()
         log_file.close()
+
+
+def _logging_configured(logger: logging.Logger) -> bool:
+    """Whether records of ``logger`` already reach a handler someone set up (ours, the CLI's, the
+    application's or a notebook's ``logging.basicConfig``)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.handlers:
+            return True
+        current = current.parent if current.propagate else None
+    return False
+
+
+@contextmanager
+def library_logging(verbose: int = 1) -> Iterator[None]:
+    """The library's own lines for an estimator call from Python (a script, a notebook): at
+    ``verbose`` ≥ 1 the ``coevo_ray`` INFO lines (stages, progress, scores) are shown on stderr
+    when logging is not configured — Python's default shows nothing below WARNING; at 0 only
+    warnings. A configured application's handlers are left as they are."""
+    lib = logging.getLogger(CONSOLE_LOGGERS[0])
+    saved_level = lib.level
+    lib.setLevel(logging.INFO if verbose >= 1 else logging.WARNING)
+    handler = None
+    if not _logging_configured(lib):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        lib.addHandler(handler)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            lib.removeHandler(handler)
+        lib.setLevel(saved_level)

@@ -11,15 +11,18 @@ What the plan decides, and why:
   visible to a zero-GPU actor, and a vLLM engine or encoder there would take ``cuda:0`` outside
   Ray's accounting.
 - **Engine**: dtype ``auto`` = bf16 on GPU actors (vLLM's CUDA LoRA kernels take fp16/bf16 only;
-  FlashAttention needs them); on CPUs bf16 only where they have AMX, fp32 elsewhere: with
-  AVX-512 BF16 alone bf16 generated fewer tokens per second than fp32, and torch's bf16 GEMM ran
-  slower than its fp32 one (benchmarks/results/throughput-bf16.md), and AVX2-only CPUs have no
-  bf16 arithmetic at all. Eager mode and no chunked prefill on CPUs (vLLM-CPU's
+  FlashAttention needs them), fp32 on CPUs. bf16 is opt-in on CPUs (``interpret={"dtype":
+  "bfloat16"}``, ``train_llm={"bf16": True}``): with AMX it generates several times faster
+  (benchmarks/results/throughput-dtype.md), but a repeated fit in the test suite on an AMX machine
+  gave other greedy answers than the first (cause not found; fp32 has always reproduced), and a
+  fit must give the same outputs for the same seed. Without AMX bf16 is slower than fp32
+  (throughput-bf16.md); AVX2-only CPUs have no bf16 arithmetic at all. The plan line names AMX
+  where the CPU has it. Eager mode and no chunked prefill on CPUs (vLLM-CPU's
   seeded sampling fails with chunked prefill; torch.compile warm-up costs minutes on 2 cores);
   CUDA graphs and vLLM's defaults on GPUs. The DPO adapter is served as merged weights on CPU
   actors (vLLM-CPU's runtime LoRA is several times slower) and through ``LoRARequest`` on GPUs.
 - **Training** (Ray Train): one worker per GPU on NCCL, with DeepSpeed ZeRO-2 and bf16 for DPO;
-  two gloo workers on CPU clusters, DDP in fp32 (bf16 on AMX CPUs, by the same rule).
+  two gloo workers on CPU clusters, DDP in fp32 (bf16 opt-in, by the same rule).
 - **Ray tasks** (preferences, the on-text guard, KMeans on a sample): one GPU each when the
   cluster has GPUs (FAISS runs on it when faiss-gpu is installed there), none otherwise. FAISS in
   the driver always runs on the CPU: the driver holds no GPU in Ray's accounting.
@@ -169,7 +172,8 @@ class HardwarePlan:
 
         train = (f"{dpo.num_workers} {'GPU' if dpo.use_gpu else 'CPU'} worker(s) on {dpo.backend}"
                  f"{', DeepSpeed ZeRO-2' if dpo.deepspeed else ''}{', bf16' if dpo.bf16 else ''}")
-        return (f"hardware plan: {len(self.topology.nodes)} node(s), {self.topology.cpus:g} CPU, "
+        amx = " (AMX: bf16 opt-in)" if self.topology.cpu_amx and not self.topology.gpus else ""
+        return (f"hardware plan: {len(self.topology.nodes)} node(s), {self.topology.cpus:g} CPU{amx}, "
                 f"{self.topology.gpus} GPU | generation {pool(gen)}, {self.engine_dtype}, adapter "
                 f"{'merged' if self.serve_adapter_merged else 'LoRARequest'} | embedding {pool(emb)} | DPO {train} | "
                 f"embedder {self.train_embedder.num_workers} worker(s) | FAISS "
@@ -204,7 +208,7 @@ def train_layout(num_workers: int | None, cpus_per_worker: float, topology: Topo
                  deepspeed: bool | None = False, bf16: bool | None = False) -> TrainLayout:
     """One worker per GPU on NCCL when the cluster has GPUs (``deepspeed``/``bf16`` None: on);
     otherwise ``num_workers`` (2 by default: DDP is exercised even on a laptop) CPU workers on
-    gloo (``deepspeed`` None: off; ``bf16`` None: on AMX CPUs only)."""
+    gloo (``deepspeed``/``bf16`` None: off)."""
     use_gpu = topology.gpus > 0
     if num_workers is not None and num_workers < 1:
         raise InputError(f"num_workers must be >= 1, got {num_workers}")
@@ -213,14 +217,14 @@ def train_layout(num_workers: int | None, cpus_per_worker: float, topology: Topo
     return TrainLayout(num_workers=num_workers or (topology.gpus if use_gpu else 2), use_gpu=use_gpu,
                        cpus_per_worker=cpus_per_worker, backend="nccl" if use_gpu else "gloo",
                        deepspeed=use_gpu if deepspeed is None else bool(deepspeed),
-                       bf16=(use_gpu or topology.cpu_amx) if bf16 is None else bool(bf16))
+                       bf16=use_gpu if bf16 is None else bool(bf16))
 
 
 def engine_settings(on_gpu: bool, dtype: str, enforce_eager: bool | None,
-                    user_kwargs: dict[str, Any] | None, cpu_amx: bool = False) -> tuple[str, dict[str, Any]]:
+                    user_kwargs: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """The engine dtype and vLLM ``LLM`` keyword arguments for actors with or without a GPU."""
     if dtype == "auto":
-        dtype = "bfloat16" if on_gpu or cpu_amx else "float32"
+        dtype = "bfloat16" if on_gpu else "float32"
     kwargs: dict[str, Any] = {"enforce_eager": (not on_gpu) if enforce_eager is None else bool(enforce_eager)}
     if on_gpu:
         kwargs["gpu_memory_utilization"] = 0.85
@@ -262,7 +266,7 @@ def make_plan(topology: Topology, config: "CoEvolverConfig") -> HardwarePlan:
     generation = actor_layout(interp.resources, topology, engine_gpus(interp.engine_kwargs))
     embedding = actor_layout(config.embed.resources, topology)
     on_gpu = generation.gpus_per_actor > 0
-    dtype, kwargs = engine_settings(on_gpu, interp.dtype, interp.enforce_eager, interp.engine_kwargs, topology.cpu_amx)
+    dtype, kwargs = engine_settings(on_gpu, interp.dtype, interp.enforce_eager, interp.engine_kwargs)
     return HardwarePlan(
         topology=topology, generation=generation, embedding=embedding, engine_dtype=dtype, engine_kwargs=kwargs,
         engine_device="cuda" if on_gpu else "cpu",

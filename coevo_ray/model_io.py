@@ -74,8 +74,10 @@ def save_model(path: str | Path, state: dict[str, Any], centroids: np.ndarray, l
     return atomic_dir(path, build, overwrite=overwrite)
 
 
-def load_model_files(path: str | Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, Path | None, Path | None]:
-    """(manifest, centroids, labels, adapter dir or None, embedder dir or None) of a saved model."""
+def load_model_files(path: str | Path, estimator: str = "CoEvolver") -> tuple[dict[str, Any], np.ndarray, np.ndarray,
+                                                                           Path | None, Path | None]:
+    """(manifest, centroids, labels, adapter dir or None, embedder dir or None) of a model that
+    ``estimator``'s ``save`` wrote."""
     root = Path(path).expanduser().resolve()
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
@@ -84,6 +86,9 @@ def load_model_files(path: str | Path) -> tuple[dict[str, Any], np.ndarray, np.n
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{manifest_path} is unreadable: {exc}") from None
+    saved_by = manifest.get("estimator", "CoEvolver")  # models saved before the field are CoEvolvers
+    if saved_by != estimator:
+        raise InputError(f"{root} holds a saved {saved_by}: load it with {saved_by}.load, not {estimator}.load")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{root} has model format {manifest.get('format_version')!r}; this coevo_ray reads "
                          f"{FORMAT_VERSION}")

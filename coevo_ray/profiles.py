@@ -1,21 +1,33 @@
-"""Named setting bundles for the CLI and the benchmarks.
+"""Named setting bundles, the same for ``CoEvolver(profile=...)`` and the CLI's ``--profile``.
 
-``paper`` is the library's defaults (paper A.1: 4 candidates, 2 iterations, R = 100, ≤ 10k DPO
-pairs, embedder lr 3e-7) with the paper's final step: KMeans on the interpretations alone, where
-the library clusters text ⊕ interpretation by default. ``quick`` is sized for a laptop-class
-CPU, where one DPO step on 8 pairs of SmolLM2-135M takes ~17 s: one iteration, two candidates,
-short interpretations, ≤ 96 DPO pairs (12 steps on 2 workers), and an embedder learning rate a small
-model actually moves at. ``gpu`` is the paper's configuration (A.1) with its models by hub id
-(Qwen2.5-7B-Instruct, e5-large) for a GPU cluster: bf16 engines serving the DPO adapter
-through vLLM LoRA, DPO under DeepSpeed ZeRO-2 (all decided by the hardware plan once the cluster
-reports GPUs). The weights must be in the local Hugging Face cache or given as directories.
+``quick`` (the default of both) is sized for a laptop-class CPU: one iteration, two candidates,
+short interpretations, ≤ 96 DPO pairs and an embedder learning rate a small model actually moves
+at. ``paper`` is the paper's appendix A.1 (4 candidates, 2 iterations, R = 100, ≤ 10k DPO pairs,
+embedder lr 3e-7; the config dataclasses' own defaults) with its final step, KMeans on the
+interpretations alone. ``gpu`` is ``paper`` with the paper's models by hub id (Qwen2.5-7B-Instruct,
+e5-large) for a GPU cluster: bf16 engines serving the DPO adapter through vLLM LoRA, DPO under
+DeepSpeed ZeRO-2 (the hardware plan decides all of it once the cluster reports GPUs); the weights
+must be in the local Hugging Face cache or given as directories. ``None``: no profile, the
+dataclasses' defaults (paper A.1 with ``representation="concat"``).
+
+Explicit parameters win over the profile's, key by key inside a section given as a dict; a
+section given as a config object replaces the profile's section whole.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+#: What ``CoEvolver`` and ``coevo-ray`` use when no profile is named.
+DEFAULT_PROFILE = "quick"
+
 PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "iterations": 1,
+        "interpret": {"temperatures": (0.0, 1.0), "max_tokens": 48},
+        "prefer": {"n_runs": 20, "max_pairs": 96},
+        "train_embedder": {"learning_rate": 1e-5},
+    },
     "paper": {"representation": "interpretation"},
     "gpu": {
         "llm": "Qwen/Qwen2.5-7B-Instruct",
@@ -24,18 +36,27 @@ PROFILES: dict[str, dict[str, Any]] = {
         "interpret": {"dtype": "bfloat16", "adapter_serving": "lora"},
         "train_llm": {"bf16": True, "deepspeed": True},
     },
-    "quick": {
-        "iterations": 1,
-        "interpret": {"temperatures": (0.0, 1.0), "max_tokens": 48},
-        "prefer": {"n_runs": 20, "max_pairs": 96},
-        "train_embedder": {"learning_rate": 1e-5},
-    },
 }
 
 
-def profile_settings(name: str) -> dict[str, Any]:
+def profile_settings(name: str | None) -> dict[str, Any]:
+    """A copy of profile ``name``'s settings (``None``: none)."""
     from coevo_ray.errors import InputError
 
+    if name is None:
+        return {}
     if name not in PROFILES:
-        raise InputError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+        raise InputError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)} (or None: no profile)")
     return {k: (dict(v) if isinstance(v, dict) else v) for k, v in PROFILES[name].items()}
+
+
+def with_profile(name: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` on top of profile ``name``: a parameter that is None takes the profile's value;
+    a section dict is merged into the profile's section key by key (the caller's keys win)."""
+    merged = profile_settings(name)
+    for key, value in params.items():
+        if value is None:
+            continue
+        base = merged.get(key)
+        merged[key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+    return merged

@@ -18,9 +18,11 @@ from coevo_ray.errors import TrainingError
 logger = logging.getLogger(__name__)
 
 
-def ensure_ray(address: str | None = None, quiet: bool = False, **init_kwargs) -> None:
+def ensure_ray(address: str | None = None, quiet: bool = False, log_to_driver: bool = True, **init_kwargs) -> None:
     """Connect to (or start) Ray once; a job submitted with ``ray job submit`` joins its cluster.
-    ``quiet`` turns Ray Data's progress bars off (the CLI's console shows its own stage lines)."""
+    ``quiet`` turns Ray Data's progress bars off (the stage lines say how far a fit is);
+    ``log_to_driver=False`` leaves what the workers print in Ray's log files (only for a session
+    this call starts)."""
     import ray
 
     if quiet:
@@ -30,7 +32,7 @@ def ensure_ray(address: str | None = None, quiet: bool = False, **init_kwargs) -
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    init_kwargs.setdefault("log_to_driver", True)
+    init_kwargs["log_to_driver"] = log_to_driver
     init_kwargs.setdefault("ignore_reinit_error", True)
     ray.init(address=address, **init_kwargs)
     res = ray.cluster_resources()

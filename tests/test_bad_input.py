@@ -173,3 +173,45 @@ def test_stages_must_keep_the_stage_contract():
         CoEvolver(task=TASK, n_clusters=2, stages={"tokenize": object()}).fit(TEXTS)
     with pytest.raises(InputError, match=r"stage 'embed' must have a name and key\(ctx"):
         CoEvolver(task=TASK, n_clusters=2, stages={"embed": lambda batch: batch}).fit(TEXTS)
+
+
+def test_profiles_are_the_same_in_python_and_on_the_command_line():
+    """One default for both; explicit parameters win key by key over the profile's section."""
+    from coevo_ray import DEFAULT_PROFILE, PROFILES
+    from coevo_ray.cli import parse_args
+
+    assert parse_args([]).profile == DEFAULT_PROFILE == CoEvolver(task=TASK, n_clusters=2).profile
+    for name in PROFILES:
+        assert parse_args(["--profile", name]).profile == name
+    quick = CoEvolver(task=TASK, n_clusters=2).config
+    assert quick.iterations == 1 and quick.interpret.temperatures == (0.0, 1.0) and quick.interpret.max_tokens == 48
+    mixed = CoEvolver(task=TASK, n_clusters=2, interpret={"max_tokens": 30}, iterations=0).config
+    assert mixed.interpret.max_tokens == 30 and mixed.interpret.temperatures == (0.0, 1.0) and mixed.iterations == 0
+    paper = CoEvolver(task=TASK, n_clusters=2, profile="paper").config
+    assert paper.iterations == 2 and len(paper.interpret.temperatures) == 4 and paper.representation == "interpretation"
+    assert CoEvolver(task=TASK, n_clusters=2, profile=None).config.representation == "concat"
+    with pytest.raises(InputError, match="unknown profile 'fast'"):
+        CoEvolver(task=TASK, n_clusters=2, profile="fast").fit(TEXTS)
+
+
+def test_the_cli_names_its_run_directory_after_the_input():
+    from coevo_ray.cli import default_output_dir
+
+    assert default_output_dir(None, "coevolve") == "runs/demo"
+    assert default_output_dir("../data/bank77.jsonl", "coevolve") == "runs/bank77"
+    assert default_output_dir("corpus/*.jsonl", "coevolve") == "runs/corpus"
+    assert default_output_dir("s3://bucket/corpus/", "kmeans") == "runs/corpus-kmeans"
+
+
+def test_the_cost_estimate_counts_the_fits_work(smollm2_dir):
+    from coevo_ray.config import CoEvolverConfig
+    from coevo_ray.cost import estimate
+
+    quick = CoEvolverConfig.from_params(profile="quick", task=TASK, n_clusters=10)
+    cost = estimate(quick, 240, 60.0, smollm2_dir, gflops=100.0)
+    assert cost.answers == 240 * 2 + 240 and cost.pairs == 96  # two candidates, then greedy; max_pairs
+    longer = estimate(CoEvolverConfig.from_params(profile="paper", task=TASK, n_clusters=10), 240, 60.0, smollm2_dir,
+                      gflops=100.0)
+    assert longer.generation_s > cost.generation_s and longer.dpo_s > cost.dpo_s
+    assert estimate(quick, 240, 60.0, smollm2_dir, gflops=200.0).generation_s == pytest.approx(cost.generation_s / 2)
+    assert "cost estimate: 720 LLM answers" in cost.describe()

@@ -48,3 +48,32 @@ def test_verbose_console_shows_everything_and_still_logs(tmp_path):
                  "summary line"):
         assert line in shown
     assert "a vllm warning" in log and "iter0-interpret: done in 3 s" in log
+
+
+LIBRARY_SCRIPT = """
+import logging, sys
+from coevo_ray.console import library_logging
+if sys.argv[2] == "configured":
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="app %(message)s")
+with library_logging(int(sys.argv[1])):
+    logging.getLogger("coevo_ray.pipeline").info("iter0-interpret: done in 3 s")
+    logging.getLogger("coevo_ray.pipeline").warning("a warning of ours")
+logging.getLogger("coevo_ray.pipeline").info("after the fit")
+"""
+
+
+def test_python_api_shows_its_stage_lines_where_logging_is_not_configured():
+    """A notebook or script: Python shows nothing below WARNING by default; an estimator's call
+    shows the library's INFO lines at verbose=1, only warnings at 0, and leaves an application's
+    own handlers alone."""
+    def run(verbose, mode="bare"):
+        done = subprocess.run([sys.executable, "-c", LIBRARY_SCRIPT, str(verbose), mode], capture_output=True,
+                              text=True, timeout=120, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    shown = run(1).stderr.splitlines()
+    assert len(shown) == 2 and shown[0].endswith("iter0-interpret: done in 3 s") and "after the fit" not in shown[-1]
+    assert run(0).stderr.splitlines()[-1].endswith("a warning of ours") and "done in" not in run(0).stderr
+    configured = run(1, "configured")
+    assert configured.stderr == "" and configured.stdout.splitlines()[0] == "app iter0-interpret: done in 3 s"

@@ -174,8 +174,12 @@ def test_faiss_runs_on_a_gpu_only_where_ray_gave_one():
     assert FaissKMeans(2, use_gpu=faiss_use_gpu(1.0)).fit(x).labels_.shape == (40,)
 
 
-def test_cpus_with_amx_get_bf16_and_others_fp32():
-    amx = make_plan(Topology.of((2, 0), cpu_amx=True), config())
-    assert amx.engine_dtype == "bfloat16" and amx.train_llm.bf16 and amx.serve_adapter_merged
-    plain = make_plan(Topology.of((2, 0), cpu_amx=False), config())
-    assert plain.engine_dtype == "float32" and not plain.train_llm.bf16
+def test_cpus_run_fp32_unless_bf16_is_asked_for():
+    """fp32 on every CPU by default, AMX included (same seed, same answers); bf16 when asked."""
+    for amx in (True, False):
+        plan = make_plan(Topology.of((2, 0), cpu_amx=amx), config())
+        assert plan.engine_dtype == "float32" and not plan.train_llm.bf16 and not plan.train_embedder.bf16
+        assert ("AMX: bf16 opt-in" in plan.describe()) == amx
+    asked = make_plan(Topology.of((2, 0), cpu_amx=True), config(interpret={"dtype": "bfloat16"},
+                                                                 train_llm={"bf16": True}))
+    assert asked.engine_dtype == "bfloat16" and asked.train_llm.bf16 and asked.serve_adapter_merged

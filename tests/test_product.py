@@ -69,6 +69,15 @@ def test_fit_describes_its_clusters(fitted, data):
     assert 0 < base["agreement_nmi"] <= 100  # the two clusterings of the same texts share structure
     manifest = json.loads((fitted.run_dir_ / "manifest.json").read_text())
     assert any(v["stage"] == "iter0-interpret" for v in manifest["stages"].values())
+    info = fitted.get_cluster_info()  # BERTopic's get_topic_info: one row per cluster
+    assert sorted(info["cluster"]) == list(range(k)) and info["size"].sum() == len(data[0])
+    assert list(info["size"]) == sorted(info["size"], reverse=True)
+    assert list(info.columns) == ["cluster", "size", "name", "keywords", "representative_texts"]
+    assert info.set_index("cluster").loc[int(fitted.labels_[0]), "name"] == fitted.cluster_names_[fitted.labels_[0]]
+    docs = fitted.get_document_info()
+    assert list(docs.columns) == ["id", "text", "cluster", "name", "interpretation", "distance"]
+    assert docs["text"].tolist() == data[0] and (docs["cluster"].to_numpy() == fitted.labels_).all()
+    assert docs["interpretation"].tolist() == fitted.interpretations_ and (docs["distance"] >= 0).all()
 
 
 def test_save_load_predict_reproduces_labels(fitted, data, tmp_path):
@@ -81,11 +90,16 @@ def test_save_load_predict_reproduces_labels(fitted, data, tmp_path):
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl", ".pickle"))]  # no pickle
     loaded = CoEvolver.load(saved)
     assert loaded.cluster_names_ == fitted.cluster_names_
-    seen = texts[:12]  # a subset: generation is the cost
-    pred = loaded.predict(seen + UNSEEN, output_dir=str(tmp_path / "predict"))
-    np.testing.assert_array_equal(pred[: len(seen)], fitted.labels_[: len(seen)])
-    assert pred.shape == (len(seen) + len(UNSEEN),)
-    assert all(0 <= p < fitted.n_clusters_ for p in pred[len(seen):])
+    # The training texts, all of them: the engine and the embedder then get fit's batches (a
+    # subset, or new texts beside them, would batch them otherwise: docs/faq.md).
+    np.testing.assert_array_equal(loaded.predict(texts, output_dir=str(tmp_path / "predict")), fitted.labels_)
+    pred = loaded.predict(UNSEEN, output_dir=str(tmp_path / "unseen"))
+    assert pred.shape == (len(UNSEEN),) and all(0 <= p < fitted.n_clusters_ for p in pred)
+    # transform: distances to every centre (the same stages, reused from predict's directory).
+    distances = loaded.transform(UNSEEN, output_dir=str(tmp_path / "unseen"))
+    assert distances.shape == (len(UNSEEN), fitted.n_clusters_)
+    np.testing.assert_array_equal(distances.argmin(axis=1), pred)
+    assert loaded.get_cluster_info()["name"].tolist() == fitted.get_cluster_info()["name"].tolist()
 
 
 def test_predict_before_fit_is_refused():

@@ -73,6 +73,34 @@ def test_path_and_dataset_inputs_give_the_list_labels(ray_session, bank77, shard
     assert sorted((r["id"], r["cluster"]) for r in streamed) == list(enumerate(listed.tolist()))
 
 
+def test_embedding_kmeans_describes_its_clusters_and_saves(ray_session, bank77, tmp_path, smollm2_dir):
+    """Names (here the LLM's), c-TF-IDF keywords, the tables, the report; save → load → predict
+    gives the fitted labels; transform's argmin is predict."""
+    from coevo_ray import EmbeddingKMeans
+    from coevo_ray.errors import InputError as Refused
+
+    texts, labels = bank77
+    model = EmbeddingKMeans(n_clusters=K, sample_size=N_TEXTS, llm=str(smollm2_dir), task="intent: banking request",
+                            output_dir=str(tmp_path / "run")).fit(texts, labels)
+    info = model.get_cluster_info()
+    assert sorted(info["cluster"]) == list(range(K)) and info["size"].sum() == N_TEXTS
+    assert all(name.strip() for name in info["name"]) and all(info["keywords"]) and all(info["representative_texts"])
+    assert info.set_index("cluster").sort_index()["size"].tolist() == np.bincount(model.labels_, minlength=K).tolist()
+    docs = model.get_document_info()
+    assert docs["text"].tolist() == texts and (docs["cluster"].to_numpy() == model.labels_).all()
+    assert (model.run_dir_ / "report.html").is_file() and (model.run_dir_ / "summary.json").is_file()
+    summary = json.loads((model.run_dir_ / "summary.json").read_text())
+    assert [c["name"] for c in summary["clusters"]] == model.cluster_names_
+    loaded = EmbeddingKMeans.load(model.save(tmp_path / "model"))
+    assert loaded.cluster_names_ == model.cluster_names_ and loaded.get_cluster_info().equals(info)
+    np.testing.assert_array_equal(loaded.predict(texts), model.labels_)
+    np.testing.assert_array_equal(loaded.transform(texts[:40]).argmin(axis=1), model.labels_[:40])
+    from coevo_ray import CoEvolver
+
+    with pytest.raises(Refused, match="holds a saved EmbeddingKMeans"):
+        CoEvolver.load(tmp_path / "model")
+
+
 def test_globs_uris_and_dataset_ids_read_in_input_order(ray_session, bank77, shards):
     from coevo_ray.data.dataset import read_corpus_dataset
 
@@ -113,7 +141,7 @@ def test_coevolver_takes_a_dataset_and_a_directory(ray_session, tmp_path):
     assert adjusted_rand_score(from_dir.labels_, listed) == 1.0 and from_dir.history_[-1]["acc"] == 100.0
     from_ds = CoEvolver(**params).fit(ray_session.data.from_items([{"text": t} for t in texts]))
     assert adjusted_rand_score(from_ds.labels_, listed) == 1.0 and "acc" not in from_ds.history_[-1]
-    with pytest.raises(InputError, match="names the label column"):
+    with pytest.raises(InputError, match="name the label column"):
         CoEvolver(**params).fit(str(tmp_path / "in"), labels)
 
 

@@ -126,6 +126,15 @@ class FaissKMeans:
         """Assign new vectors to the fitted centroids."""
         return self.assign(x)[0]
 
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Euclidean distances (N × K) of vectors to every centroid, after the same normalisation
+        as ``fit`` (scikit-learn's ``KMeans.transform``)."""
+        if self.cluster_centers_ is None:
+            raise NotFittedError("FaissKMeans.transform called before fit")
+        x = self._prepare(x)
+        sq = (x * x).sum(1)[:, None] - 2 * x @ self.cluster_centers_.T + (self.cluster_centers_ ** 2).sum(1)[None, :]
+        return np.sqrt(np.maximum(sq, 0.0)).astype(np.float32)
+
     def assign(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each vector's nearest centroid and its distance to it."""
         if self.cluster_centers_ is None:

@@ -142,3 +142,12 @@ def as_corpus(texts: Corpus | Sequence[str], labels: Sequence[Any] | None = None
     if labels is not None and texts.labels is None:
         return load_corpus(texts.texts, labels=labels, max_chars=max_chars)
     return texts
+
+
+def load_demo() -> tuple[list[str], list[str]]:
+    """The bundled demo corpus: 240 customer-support requests and their 10 intent labels (the
+    corpus ``make demo`` and ``coevo-ray`` without ``--input`` cluster)."""
+    from importlib import resources
+
+    corpus = load_corpus(str(resources.files("coevo_ray") / "demo" / "support_requests.jsonl"), label_field="label")
+    return corpus.texts, list(corpus.labels or [])

@@ -68,3 +68,9 @@ def cluster_keywords(keywords: Sequence[Sequence[str]], labels: Sequence[int], n
         scored = [(counts[w] / size * np.log(1 + mean_count / total[w]), w) for w in counts] if size else []
         out.append(distinct_keywords([w for _, w in sorted(scored, key=lambda s: (-s[0], s[1]))])[:top])
     return out
+
+
+def text_keywords(text: str) -> list[str]:
+    """A text's own words as a keyword list (lower-cased, three letters or more, first occurrence
+    order), for clusterings without LLM interpretations (``EmbeddingKMeans``)."""
+    return list(dict.fromkeys(w.lower() for w in re.findall(r"[A-Za-z][A-Za-z0-9'-]{2,}", text)))

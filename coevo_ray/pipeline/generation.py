@@ -68,6 +68,21 @@ class InterpretStage:
                               ctx.plan.generation).write_parquet(str(out))
 
 
+def naming_settings(task: str, seed: int, admission: str) -> GenerationSettings:
+    """One greedy request per cluster with the naming prompt, at most 16 tokens."""
+    return GenerationSettings(task=task, prompt_style=NAMING_STYLE, temperatures=(0.0,), max_tokens=16, seed=seed,
+                              admission=admission)
+
+
+def name_rows(spec: EngineSpec, settings: GenerationSettings, requests: list[str], resources):
+    """The naming answers (id, raw, finish_reason) of ``requests`` (one cluster description
+    each), through the same Ray Data generation stage as the interpretations."""
+    import ray
+
+    ds = ray.data.from_items([{"id": i, "text": r} for i, r in enumerate(requests)])
+    return interpret_dataset(ds, spec, settings, resources).select_columns(["id", "raw", "finish_reason"])
+
+
 class NamesStage:
     """One greedy request per cluster (``NAMING_STYLE`` prompt); writes id, raw, finish_reason.
     Inputs: ``llm`` and ``requests`` (one rendered cluster description each)."""
@@ -77,9 +92,7 @@ class NamesStage:
     def _plan(self, ctx: RunContext, llm: LLMWeights):
         spec = replace(engine_spec(ctx, llm, structured=False),
                        structured_regex=NAME_REGEX if ctx.config.interpret.backend == "vllm" else None)
-        settings = GenerationSettings(task=ctx.config.task, prompt_style=NAMING_STYLE, temperatures=(0.0,),
-                                      max_tokens=16, seed=ctx.seed(), admission=ctx.config.interpret.admission)
-        return spec, settings
+        return spec, naming_settings(ctx.config.task, ctx.seed(), ctx.config.interpret.admission)
 
     def key(self, ctx: RunContext, llm: LLMWeights, requests: list[str]) -> str:
         spec, settings = self._plan(ctx, llm)
@@ -87,10 +100,6 @@ class NamesStage:
                            *_user_engine_kwargs(ctx))
 
     def build(self, ctx: RunContext, out: Path, llm: LLMWeights, requests: list[str]) -> None:
-        import ray
-
         spec, settings = self._plan(ctx, llm)
         logger.info("naming %d clusters with %s", len(requests), Path(spec.model_dir).name)
-        ds = ray.data.from_items([{"id": i, "text": r} for i, r in enumerate(requests)])
-        interpret_dataset(ds, spec, settings, ctx.plan.generation).select_columns(
-            ["id", "raw", "finish_reason"]).write_parquet(str(out))
+        name_rows(spec, settings, requests, ctx.plan.generation).write_parquet(str(out))

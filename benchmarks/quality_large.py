@@ -1,0 +1,238 @@
+#!/usr/bin/env python
+"""Quality with the strongest models this hardware runs (profile ``cpu-large``): EmbeddingGemma-300m
+as the co-evolved embedder, three LLMs (SmolLM2-135M, Qwen2.5-Coder-0.5B, Qwen2.5-Coder-1.5B),
+six of the paper's sets (two topic, two type, bank77, goemo), iterations 0 and 1, several pipeline
+seeds (a seed changes generation sampling, DPO, embedder training and KMeans).
+
+    python benchmarks/quality_large.py                                  # every set, LLM and seed
+    python benchmarks/quality_large.py --datasets bank77 --llms smollm2-135m-instruct --seeds 0
+
+One fit per (set, LLM, seed), with the library's ``quick`` profile (one co-evolution iteration,
+two candidates, ≤ 96 DPO pairs) and answers of up to ``--max-tokens`` tokens, clustering
+``concat``; every representation is then scored from that fit's own stages (nothing is
+regenerated): the interpretations, the texts and text ⊕ interpretation (text weights 1 and 2),
+each embedded by the co-trained embedder, at iterations 0 and 1. Beside each score it records
+label-free statistics of that clustering (stability over KMeans seeds, silhouette, agreement with
+raw-text KMeans, the on-text guard) from which a rule that needs no labels can pick the
+representation. The Random ablation runs for the largest LLM.
+
+Rows (``datasets → name → {n, K, rows → row → [ACC, NMI]}``, the layout of ``quality-cpu.json``;
+the mean over the seeds measured, with ``spread → row → [ACC std, NMI std]`` and ``per_seed``):
+  KMeans (embeddinggemma-300m), KMeans (all-minilm-l6-v2)    raw texts, untrained, 5 KMeans seeds
+  Ours iter-t (<llm>, <representation>)                      t = 0, 1
+  Random iter-1 (<llm>, concat)                              the largest LLM only
+
+Stages are kept under benchmarks/.cache/quality-large/<set>-<llm>-s<seed>/ and the result file is
+rewritten after every fit, so an interrupted run loses at most the fit in progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import CACHE as BENCH_CACHE, DATASETS, machine, stratified_indices, write_result  # noqa: E402
+
+CACHE = BENCH_CACHE / "quality-large"
+RESULTS = Path(__file__).resolve().parent / "results"
+NAME = "quality-cpu-large"
+DATASETS_DEFAULT = "reddit,stackexchange,fewnerd,fewrel,bank77,goemo"
+KINDS = {"reddit": "topic", "stackexchange": "topic", "arxiv_s2s": "topic", "fewnerd": "type", "fewrel": "type",
+         "fewevent": "type", "bank77": "intent", "goemo": "emotion"}
+LLMS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
+EMBEDDER = "embeddinggemma-300m"
+BASELINE_EMBEDDERS = (EMBEDDER, "all-minilm-l6-v2")
+REPRESENTATIONS = ("concat", "interpretation", "text", "concat-w2")
+
+
+def sample(name: str, seed: int = 0) -> tuple[list[str], list[str]]:
+    """The set's seeded stratified sample: max(300, 4 × K) texts (the same for every LLM and
+    pipeline seed, so rows differ by method only)."""
+    rows = [json.loads(line) for line in (DATASETS / f"{name}.jsonl").open()]
+    labels = [r["label"] for r in rows]
+    keep = stratified_indices(labels, max(300, 4 * len(set(labels))), seed)
+    return [rows[i]["text"] for i in keep], [labels[i] for i in keep]
+
+
+def settings(llm: str, max_tokens: int) -> dict:
+    """``CoEvolver`` keyword arguments of one fit (on top of the library's quick profile)."""
+    qwen = "qwen" in llm
+    return {"profile": "quick", "llm": llm, "embedder": EMBEDDER, "iterations": 1, "representation": "concat",
+            "interpret": {"max_tokens": max_tokens},
+            # Qwen's 151k-token vocabulary: batch 1 × 4 accumulation per worker keeps DPO's logits small.
+            "train_llm": {"per_device_batch_size": 1, "gradient_accumulation_steps": 4} if qwen else {},
+            "cluster": {"name_clusters": False, "baseline": False}}
+
+
+def scores(x: np.ndarray, labels: list[str]) -> dict:
+    """ACC / NMI (mean of 5 KMeans seeds) and label-free statistics of the clustering: stability
+    (mean ARI between the seeds' partitions), cosine silhouette of seed 0's."""
+    from itertools import combinations
+
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+    from coevo_ray.clustering import FaissKMeans
+    from coevo_ray.metrics import evaluate
+
+    k = len(set(labels))
+    parts = [FaissKMeans(k, seed=s).fit(x).labels_ for s in range(5)]
+    runs = [evaluate(labels, p).as_dict() for p in parts]
+    return {"acc": round(float(np.mean([r["acc"] for r in runs])), 2), "nmi": round(float(np.mean([r["nmi"] for r in runs])), 2),
+            "stability_ari": round(float(np.mean([adjusted_rand_score(a, b) for a, b in combinations(parts, 2)])), 4),
+            "silhouette": round(float(silhouette_score(x, parts[0], metric="cosine")), 4), "_labels": parts[0]}
+
+
+def stage(stages: Path, prefix: str) -> Path:
+    """The stage directory ``<prefix>-<key>`` (not a longer name that starts with the prefix)."""
+    found = [p for p in stages.glob(f"{prefix}-*") if p.name[len(prefix) + 1:].isalnum()]
+    if len(found) != 1:
+        raise FileNotFoundError(f"{len(found)} {prefix} stages under {stages}")
+    return found[0]
+
+
+def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str], baseline_labels: np.ndarray,
+             args) -> dict:
+    """One fit, and every representation scored from its stages."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from coevo_ray import CoEvolver
+    from coevo_ray.clustering import l2_normalize
+    from coevo_ray.data import paper_preset
+    from coevo_ray.tables import column_matrix, greedy_table, read_table
+
+    out = CACHE / f"{name}-{llm}-s{seed}"
+    common = dict(n_clusters=len(set(labels)), seed=seed, output_dir=str(out),
+                  **paper_preset(name, settings(llm, args.max_tokens)))
+    start = time.perf_counter()
+    model = CoEvolver(**common).fit(texts, labels, resume=True)
+    seconds = round(sum(model.timings_.values()), 1)
+    stages = out / "stages"
+    result: dict = {"seconds": seconds or None, "rows": {}, "label_free": {}, "history": [], "wall_s": round(time.perf_counter() - start, 1)}
+    for h in model.history_:
+        result["history"].append({k: h.get(k) for k in ("iteration", "acc", "nmi", "parse_fallbacks", "on_text",
+                                                        "preferences", "fallback_kinds")})
+    for t in (0, 1):
+        generated = greedy_table(stage(stages, f"iter{t}-interpret"), ["id", "finish_reason"])
+        cut = sum(r == "length" for r in generated.column("finish_reason").to_pylist()) / len(generated)
+        embedded = stage(stages, f"iter{t}-embed-candidates" if t == 0 else f"iter{t}-embed-interpretations-final")
+        interp = column_matrix(greedy_table(embedded, ["id", "embedding"]), "embedding")
+        text = column_matrix(read_table(stage(stages, f"iter{t}-embed-texts")), "embedding")
+        reps = {"interpretation": interp, "text": text,
+                "concat": np.hstack([l2_normalize(interp), l2_normalize(text)]),
+                "concat-w2": np.hstack([l2_normalize(interp), 2.0 * l2_normalize(text)])}
+        for rep, x in reps.items():
+            s = scores(x, labels)
+            row = f"Ours iter-{t} ({llm}, {rep})"
+            result["rows"][row] = [s["acc"], s["nmi"]]
+            result["label_free"][row] = {"stability_ari": s["stability_ari"], "silhouette": s["silhouette"],
+                                         "agreement_with_text_kmeans_ari": round(float(adjusted_rand_score(
+                                             baseline_labels, s["_labels"])), 4),
+                                         "on_text_gap": model.history_[t]["on_text"]["gap"],
+                                         "greedy_cut_share": round(cut, 4)}
+    if model.history_[-1].get("acc") is not None:  # the fit's own concat score: the same KMeans protocol
+        result["fit_concat_acc"] = round(model.history_[-1]["acc"], 2)
+    if llm == LLMS[-1] and not args.no_random:
+        rand = CoEvolver(**{**common, "prefer": {**common.get("prefer", {}), "rule": "random"}}).fit(
+            texts, labels, resume=True)
+        result["rows"][f"Random iter-1 ({llm}, concat)"] = [round(rand.history_[-1]["acc"], 2),
+                                                            round(rand.history_[-1]["nmi"], 2)]
+    return result
+
+
+def aggregate(entry: dict) -> None:
+    """rows = the mean over the seeds measured; spread = their standard deviation."""
+    per_seed = entry.get("per_seed", {})
+    names = sorted({row for fit in per_seed.values() for row in fit["rows"]})
+    rows, spread = dict(entry.get("baseline_rows", {})), dict(entry.get("baseline_spread", {}))
+    for row in names:
+        values = np.array([fit["rows"][row] for fit in per_seed.values() if row in fit["rows"]])
+        rows[row] = [round(float(v), 2) for v in values.mean(axis=0)]
+        spread[row] = [round(float(v), 2) for v in values.std(axis=0)]
+        entry.setdefault("seeds_per_row", {})[row] = len(values)
+    entry["rows"], entry["spread"] = rows, spread
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# {NAME}", "", "ACC / NMI, mean over the pipeline seeds measured (± ACC spread over them); KMeans rows: "
+             "raw texts with the untrained embedder, mean (± std) over 5 KMeans seeds. Ours: EmbeddingGemma-300m "
+             "co-trained with the LLM named; Δ = ACC gain over KMeans (embeddinggemma-300m).", ""]
+    for name, entry in result["datasets"].items():
+        base = entry["rows"].get(f"KMeans ({EMBEDDER})", [0, 0])[0]
+        lines += [f"## {name} ({KINDS.get(name, '?')}, n = {entry['n']}, K = {entry['k']})", "",
+                  "| row | ACC / NMI | ± ACC | Δ ACC | seeds |", "|---|---|---|---|---|"]
+        for row, (acc, nmi) in entry["rows"].items():
+            spread = entry["spread"].get(row, [None])[0]
+            lines.append(f"| {row} | {acc} / {nmi} | {spread if spread is not None else '–'} | {acc - base:+.2f} | "
+                         f"{entry.get('seeds_per_row', {}).get(row, '5 KMeans')} |")
+        lines.append("")
+    lines += [f"Machine: {json.dumps(result['machine'])}", "", "Commands (stages resume; a run may cover part of "
+              "the grid):", *[f"- `{c}`" for c in result.get("commands", [])]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default=DATASETS_DEFAULT)
+    p.add_argument("--llms", default=",".join(LLMS))
+    p.add_argument("--seeds", default="0,1,2", help="pipeline seeds")
+    p.add_argument("--max-tokens", type=int, default=128,
+                   help="answer length: long enough that few greedy answers are cut (the result records the share)")
+    p.add_argument("--no-random", action="store_true", help="skip the Random ablation of the largest LLM")
+    p.add_argument("--baselines-only", action="store_true")
+    args = p.parse_args(argv)
+    args.llms = [m for m in args.llms.split(",") if m]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = RESULTS / f"{NAME}.json"
+    result = json.loads(path.read_text()) if path.exists() else {"datasets": {}, "commands": []}
+    command = "python benchmarks/quality_large.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if command not in result["commands"]:
+        result["commands"].append(command)
+    result.update({"profile": "cpu-large", "embedder": EMBEDDER, "llms": list(LLMS), "machine": machine(),
+                   "settings": {llm: settings(llm, args.max_tokens) for llm in LLMS}, "kinds": KINDS})
+
+    def save() -> None:
+        write_result(path.name, result)
+        (RESULTS / f"{NAME}.md").write_text(markdown(result))
+
+    from coevo_ray.clustering import FaissKMeans
+    from coevo_ray.embed import encode, load_encoder, model_prompt
+    from coevo_ray.metrics import evaluate_kmeans_protocol
+    from coevo_ray.models import resolve_model
+
+    for name in args.datasets.split(","):
+        texts, labels = sample(name)
+        entry = result["datasets"].setdefault(name, {})
+        entry.update({"n": len(texts), "k": len(set(labels)), "kind": KINDS.get(name)})
+        vectors = {}
+        for alias in BASELINE_EMBEDDERS:
+            path_ = resolve_model(alias)
+            vectors[alias] = encode(load_encoder(str(path_)), texts, prompt=model_prompt(path_))
+            s = evaluate_kmeans_protocol(vectors[alias], labels, len(set(labels)))
+            entry.setdefault("baseline_rows", {})[f"KMeans ({alias})"] = [round(s["acc"], 2), round(s["nmi"], 2)]
+            entry.setdefault("baseline_spread", {})[f"KMeans ({alias})"] = [round(s["acc_std"], 2), round(s["nmi_std"], 2)]
+        baseline_labels = FaissKMeans(len(set(labels)), seed=0).fit(vectors[EMBEDDER]).labels_
+        aggregate(entry)
+        save()
+        if args.baselines_only:
+            continue
+        for llm in args.llms:
+            for seed in (int(s) for s in args.seeds.split(",")):
+                logging.info("quality_large: %s, %s, seed %d", name, llm, seed)
+                entry.setdefault("per_seed", {})[f"{llm}-s{seed}"] = fit_rows(name, llm, seed, texts, labels,
+                                                                             baseline_labels, args)
+                aggregate(entry)
+                save()
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Every fenced code block of README.md and docs/*.md, run so that none can drift from the code.
+
+- ``python``: run. A page's Python blocks run in order in one interpreter (a page reads like a
+  notebook: later blocks use what earlier ones defined), in a fresh working directory, on the
+  offline models.
+- ``bash``: run with ``bash -e -o pipefail``, from that same directory, with ``.venv/bin`` first on
+  the PATH; such blocks must be quick.
+- ``shell``: commands for another setting — a fresh machine's ``make`` targets (the suite itself
+  runs inside ``make test``), a GPU machine, a multi-node cluster, hours-long runs. They are not
+  run; they are checked: bash syntax, ``make`` targets exist (``make -n``), every ``coevo-ray`` /
+  ``examples/cluster.py`` command line parses with the CLI's own parser, every repository script
+  named exists.
+- ``text``: printed output or file layouts, not code.
+
+Any other language fails the test, so a new block is always classified.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```([A-Za-z]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
+KINDS = ("python", "bash", "shell", "text")
+
+
+def blocks(page: Path) -> list[tuple[str, str, int]]:
+    """(language, code, line) of every fenced block of ``page``."""
+    source = page.read_text()
+    return [(m.group(1), m.group(2), source[: m.start()].count("\n") + 1) for m in FENCE.finditer(source)]
+
+
+def _env() -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO), "COEVO_DATASETS": str(REPO.parent / "shared" / "datasets")}
+
+
+def test_every_block_has_a_known_kind_and_every_page_is_short_enough():
+    for page in PAGES:
+        for lang, _, line in blocks(page):
+            assert lang in KINDS, f"{page.name}:{line}: code block of unknown kind {lang!r}; use one of {KINDS}"
+    assert len((REPO / "README.md").read_text().splitlines()) <= 250
+    expected = {"installation", "quickstart", "guide", "models", "results", "performance", "design", "architecture",
+                "faq", "gpu"}
+    assert expected <= {p.stem for p in PAGES}
+
+
+PYTHON_PAGES = [p for p in PAGES if any(lang == "python" for lang, _, _ in blocks(p))]
+
+
+@pytest.mark.parametrize("page", PYTHON_PAGES, ids=[p.name for p in PYTHON_PAGES])
+def test_python_blocks_run(page, tmp_path):
+    parts = []
+    for lang, code, line in blocks(page):
+        if lang == "python":
+            parts.append(f"# --- {page.name}:{line}\n{code}")
+            parts.append(f"print('<<block {page.name}:{line} done>>', flush=True)\n")
+    script = tmp_path / "page.py"
+    script.write_text("\n".join(parts))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=1500)
+    ran = re.findall(r"<<block (\S+) done>>", done.stdout)
+    assert done.returncode == 0, (f"{page.name}: blocks done {ran}; the next one failed:\n"
+                                  f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+
+
+def test_bash_blocks_run(tmp_path):
+    for page in PAGES:
+        for lang, code, line in blocks(page):
+            if lang != "bash":
+                continue
+            done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], cwd=tmp_path, env=_env(),
+                                  capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"{page.name}:{line}:\n{code}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+
+
+def _commands(code: str) -> list[list[str]]:
+    """The block's command lines (continuations joined, comments dropped), as argument lists."""
+    joined = re.sub(r"\\\n\s*", " ", code)
+    out = []
+    for raw in joined.splitlines():
+        words = shlex.split(raw, comments=True)
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # VAR=value prefixes
+            words = words[1:]
+        if words:
+            out.append(words)
+    return out
+
+
+def test_shell_blocks_are_valid_commands():
+    from coevo_ray.cli import parse_args
+
+    checked = 0
+    for page in PAGES:
+        for lang, code, line in blocks(page):
+            if lang != "shell":
+                continue
+            where = f"{page.name}:{line}"
+            syntax = subprocess.run(["bash", "-n", "-c", code], capture_output=True, text=True)
+            assert syntax.returncode == 0, f"{where}: {syntax.stderr}"
+            for words in _commands(code):
+                if words[0] == "make":
+                    targets = [w for w in words[1:] if "=" not in w]
+                    dry = subprocess.run(["make", "-n", "-C", str(REPO), *targets], capture_output=True, text=True,
+                                         env={**os.environ, "MAKEFLAGS": ""})
+                    assert dry.returncode == 0, f"{where}: make {' '.join(targets)}: {dry.stderr}"
+                if "--" in words:  # ray job submit ... -- python examples/cluster.py ...
+                    words = words[words.index("--") + 1:]
+                if words[0].endswith("coevo-ray"):
+                    parse_args(words[1:])
+                    checked += 1
+                elif words[0] == "python" and len(words) > 1 and words[1].endswith(".py"):
+                    assert (REPO / words[1]).is_file(), f"{where}: {words[1]} does not exist"
+                    if words[1] == "examples/cluster.py":
+                        parse_args(words[2:])
+                        checked += 1
+    assert checked >= 3  # the README's and the guide's CLI lines were found and parsed
+
+
+def test_the_benchmark_provenance_table_is_up_to_date():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "provenance.py"), "--check"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
