@@ -186,7 +186,7 @@ def run(args, out) -> int:
             print(f"iteration {entry['iteration']}: done, no labels ({on_text})", file=out)
     if base:
         print(f"final vs baseline clustering: agreement ARI {base['agreement_ari']:.1f}; silhouette "
-              f"{base['final_silhouette']:.3f} (co-evolved, {model.representation}) vs {base['silhouette']:.3f} (raw texts)", file=out)
+              f"{base['final_silhouette']:.3f} (co-evolved, {model.config.representation}) vs {base['silhouette']:.3f} (raw texts)", file=out)
     for c, (name, kws) in enumerate(zip(model.cluster_names_, model.cluster_keywords_)):
         print(f"  cluster {c:3d} ({int((model.labels_ == c).sum()):4d} texts) {name}  [{', '.join(kws[:5])}]", file=out)
     print(f"{len(corpus)} texts -> {model.n_clusters_} clusters in {time.perf_counter() - start:.1f} s; "

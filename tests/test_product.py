@@ -166,6 +166,7 @@ def test_resume_after_driver_killed(ray_session, fitted, data, tmp_path):
     shown = (second.stdout + second.stderr).splitlines()
     assert len(shown) <= 60 and "\x1b" not in second.stdout + second.stderr, "\n".join(shown)
     assert any("ACC" in line for line in shown) and any("baseline" in line for line in shown)
+    assert any("(co-evolved, concat)" in line for line in shown)  # the profile's representation, named
     assert len((out / "run.log").read_text().splitlines()) > len(shown)
     summary = json.loads((out / "summary.json").read_text())
     assert "iter0-interpret" in summary["reused_stages"]
