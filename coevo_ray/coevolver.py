@@ -12,6 +12,7 @@ import numpy as np
 
 from coevo_ray.config import CoEvolverConfig, EmbedConfig, InterpretConfig
 from coevo_ray.data import Corpus, as_corpus
+from coevo_ray.estimator import Params
 from coevo_ray.errors import InputError, NotFittedError
 from coevo_ray.profiles import DEFAULT_PROFILE
 
@@ -21,7 +22,7 @@ _PARAMS = ("task", "n_clusters", "profile", "llm", "embedder", "iterations", "re
            "verbose", "interpret", "embed", "cluster", "prefer", "train_llm", "train_embedder", "stages")
 
 
-class CoEvolver:
+class CoEvolver(Params):
     """Cluster texts with an LLM that interprets them and an embedder that clusters the
     interpretations, each trained on the other's output (paper section 3).
 
@@ -40,6 +41,8 @@ class CoEvolver:
     >>> model.save("model/"); CoEvolver.load("model/").predict(["How do I close my account?"])
     """
 
+    _PARAMS = _PARAMS  # the constructor's parameters, for get_params/set_params
+
     def __init__(self, task: str, n_clusters: int | str, *, profile: str | None = DEFAULT_PROFILE,
                  llm: str | None = None, embedder: str | None = None, iterations: int | None = None,
                  representation: str | None = None, seed: int = 0, output_dir: str | None = None,
@@ -51,17 +54,6 @@ class CoEvolver:
         self.verbose = verbose
         self.interpret, self.embed, self.cluster, self.prefer = interpret, embed, cluster, prefer
         self.train_llm, self.train_embedder, self.stages = train_llm, train_embedder, stages
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _PARAMS}
-
-    def set_params(self, **params: Any) -> "CoEvolver":
-        unknown = sorted(set(params) - set(_PARAMS))
-        if unknown:
-            raise InputError(f"unknown parameters {unknown}; CoEvolver takes {', '.join(_PARAMS)}")
-        for name, value in params.items():
-            setattr(self, name, value)
-        return self
 
     @property
     def config(self) -> CoEvolverConfig:

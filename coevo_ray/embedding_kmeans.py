@@ -24,6 +24,7 @@ import numpy as np
 
 from coevo_ray.data import Corpus
 from coevo_ray.data.corpus import DEFAULT_MAX_TEXT_CHARS
+from coevo_ray.estimator import Params
 from coevo_ray.errors import InputError, NotFittedError
 from coevo_ray.resources import StageResources
 
@@ -37,7 +38,7 @@ _PARAMS = ("n_clusters", "embedder", "prompt_name", "sample_size", "seed", "nite
            "output_dir", "llm", "task", "keywords_per_cluster", "verbose", "resources")
 
 
-class EmbeddingKMeans:
+class EmbeddingKMeans(Params):
     """KMeans on the embeddings of ``embedder``, fitted on at most ``sample_size`` rows.
 
     ``fit`` takes what :meth:`CoEvolver.fit <coevo_ray.CoEvolver.fit>` takes, with the same
@@ -51,6 +52,8 @@ class EmbeddingKMeans:
     Dataset can be larger than the driver; read ``assignments()`` instead), ``run_dir_``,
     ``report_path_``, ``timings_``.
     """
+
+    _PARAMS = _PARAMS  # the constructor's parameters, for get_params/set_params
 
     def __init__(self, *, n_clusters: int, embedder: str = "all-minilm-l6-v2", prompt_name: str | None = "auto",
                  sample_size: int = 100_000, seed: int = 0, niter: int = 25, normalize: bool = True,
@@ -71,17 +74,6 @@ class EmbeddingKMeans:
         self.keywords_per_cluster = keywords_per_cluster
         self.verbose = verbose
         self.resources = resources
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _PARAMS}
-
-    def set_params(self, **params: Any) -> "EmbeddingKMeans":
-        unknown = sorted(set(params) - set(_PARAMS))
-        if unknown:
-            raise InputError(f"unknown parameters {unknown}; EmbeddingKMeans takes {', '.join(_PARAMS)}")
-        for name, value in params.items():
-            setattr(self, name, value)
-        return self
 
     def _check_params(self) -> None:
         if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, Integral) or self.n_clusters < 2:
