@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=None, help="co-evolution iterations (overrides the profile)")
     p.add_argument("--max-pairs", type=int, default=None, help="cap on DPO pairs per iteration (overrides the profile)")
     p.add_argument("--sample", type=int, default=None, help="cluster a seeded random sample of this many texts")
+    p.add_argument("--sample-size", type=int, default=None,
+                   help="co-evolve on a seeded sample of about this many rows, then stream every other row through "
+                        "the trained LLM and embedder (resumable units; needs --k)")
     p.add_argument("--representation", default=None, choices=options(Representation),
                    help="what KMeans clusters (default: the profile's; concat outside the paper profile)")
     p.add_argument("--text-weight", type=float, default=1.0,
@@ -128,12 +131,18 @@ def run(args, out) -> int:
     if task is None:
         print("error: --task is required for your own data (e.g. --task 'topic: post topic')", file=out)
         return 2
+    if args.sample_size and (args.sample or not args.k):
+        print("error: --sample-size streams the whole input past a fit on a sample: it needs --k and excludes --sample",
+              file=out)
+        return 2
     try:
-        if is_scale_input(path):
+        if args.sample_size:  # the input goes to fit as it is: read on the cluster, never gathered here
+            corpus, fit_args = path, {"text_field": args.text_field, "label_field": label_field}
+        elif is_scale_input(path):
             ensure_ray(args.ray_address, quiet=not args.verbose)
-            corpus = collect_corpus(read_corpus_dataset(path, args.text_field, label_field))
+            corpus, fit_args = collect_corpus(read_corpus_dataset(path, args.text_field, label_field)), {}
         else:
-            corpus = load_corpus(path, text_field=args.text_field, label_field=label_field)
+            corpus, fit_args = load_corpus(path, text_field=args.text_field, label_field=label_field), {}
         if args.sample:
             corpus = corpus.sample(args.sample, seed=args.seed)
         k = args.k or corpus.n_classes
@@ -159,11 +168,11 @@ def run(args, out) -> int:
         ensure_ray(args.ray_address, quiet=not args.verbose)
         model = CoEvolver(task=task, n_clusters=k, profile=args.profile, llm=args.llm, embedder=args.embedder,
                           iterations=args.iterations, representation=args.representation, seed=args.seed,
-                          output_dir=args.output_dir, verbose=2 if args.verbose else 1, interpret=interpret, embed=embed,
+                          output_dir=args.output_dir, sample_size=args.sample_size, verbose=2 if args.verbose else 1, interpret=interpret, embed=embed,
                           cluster={"text_weight": args.text_weight},
                           prefer={"max_pairs": args.max_pairs} if args.max_pairs is not None else None)
         start = time.perf_counter()
-        model.fit(corpus, resume=args.resume)
+        model.fit(corpus, resume=args.resume, **fit_args)
         if args.save_model:
             model.save(args.save_model)
     except CoEvoError as exc:
@@ -188,8 +197,8 @@ def run(args, out) -> int:
         print(f"final vs baseline clustering: agreement ARI {base['agreement_ari']:.1f}; silhouette "
               f"{base['final_silhouette']:.3f} (co-evolved, {model.config.representation}) vs {base['silhouette']:.3f} (raw texts)", file=out)
     for c, (name, kws) in enumerate(zip(model.cluster_names_, model.cluster_keywords_)):
-        print(f"  cluster {c:3d} ({int((model.labels_ == c).sum()):4d} texts) {name}  [{', '.join(kws[:5])}]", file=out)
-    print(f"{len(corpus)} texts -> {model.n_clusters_} clusters in {time.perf_counter() - start:.1f} s; "
+        print(f"  cluster {c:3d} ({int(model.cluster_sizes_[c]):4d} texts) {name}  [{', '.join(kws[:5])}]", file=out)
+    print(f"{model.n_texts_} texts -> {model.n_clusters_} clusters in {time.perf_counter() - start:.1f} s; "
           f"outputs in {Path(model.run_dir_)} (assignments.jsonl, assignments.parquet/, summary.json, report.html, "
           "run.log)", file=out)
     return 0

@@ -19,7 +19,7 @@ from coevo_ray.profiles import DEFAULT_PROFILE
 logger = logging.getLogger(__name__)
 
 _PARAMS = ("task", "n_clusters", "profile", "llm", "embedder", "iterations", "representation", "seed", "output_dir",
-           "verbose", "interpret", "embed", "cluster", "prefer", "train_llm", "train_embedder", "stages")
+           "sample_size", "stream_unit_rows", "verbose", "interpret", "embed", "cluster", "prefer", "train_llm", "train_embedder", "stages")
 
 
 class CoEvolver(Params):
@@ -46,11 +46,12 @@ class CoEvolver(Params):
     def __init__(self, task: str, n_clusters: int | str, *, profile: str | None = DEFAULT_PROFILE,
                  llm: str | None = None, embedder: str | None = None, iterations: int | None = None,
                  representation: str | None = None, seed: int = 0, output_dir: str | None = None,
-                 verbose: int = 1, interpret: InterpretConfig | dict | None = None,
+                 sample_size: int | None = None, stream_unit_rows: int = 10_000, verbose: int = 1, interpret: InterpretConfig | dict | None = None,
                  embed: EmbedConfig | dict | None = None, cluster: Any = None, prefer: Any = None,
                  train_llm: Any = None, train_embedder: Any = None, stages: Mapping[str, Any] | None = None) -> None:
         self.task, self.n_clusters, self.profile, self.llm, self.embedder = task, n_clusters, profile, llm, embedder
         self.iterations, self.representation, self.seed, self.output_dir = iterations, representation, seed, output_dir
+        self.sample_size, self.stream_unit_rows = sample_size, stream_unit_rows
         self.verbose = verbose
         self.interpret, self.embed, self.cluster, self.prefer = interpret, embed, cluster, prefer
         self.train_llm, self.train_embedder, self.stages = train_llm, train_embedder, stages
@@ -66,9 +67,12 @@ class CoEvolver(Params):
         CSV, Parquet, text: ``text_field``/``label_field`` name its columns), or — read and
         checked by Ray Data on the cluster — a directory, a glob, a URI or a ``ray.data.Dataset``.
         ``labels`` (a sequence, or for those inputs a column name) are optional: they only add
-        ACC/NMI/ARI to the history. The loop itself holds the texts in the driver and generates
-        for each of them: past a few hundred thousand texts, fit on a sample (docs/guide.md,
-        "Large corpora"); :class:`~coevo_ray.EmbeddingKMeans` clusters any size.
+        ACC/NMI/ARI to the history. The loop holds its texts in the driver and generates at every
+        temperature for each of them; with ``sample_size`` it runs on a seeded sample of about that
+        many rows, and every other row then streams once through the final LLM, embedder and
+        centres, on Ray, in resumable units (:mod:`coevo_ray.pipeline.stream`): read them with
+        :meth:`assignments`. ``labels_`` is set for in-memory inputs (a path or a Dataset can be
+        larger than the driver).
 
         With ``output_dir`` set, finished stages are kept there: the same fit rerun reuses them;
         ``resume=True`` also reuses a run written by another config (only the stages whose inputs
@@ -82,7 +86,7 @@ class CoEvolver(Params):
 
         config = self.config
         with library_logging(self.verbose):
-            corpus = _as_corpus(texts, labels, text_field, label_field, config.interpret.max_text_chars, self.verbose)
+            corpus, sampled = _fit_corpus(texts, labels, text_field, label_field, config, self.verbose)
             if config.n_clusters != "auto" and config.n_clusters > len(corpus):
                 raise InputError(f"n_clusters={config.n_clusters} exceeds the number of texts ({len(corpus)})")
             stages = resolve_stages(self.stages)
@@ -93,16 +97,32 @@ class CoEvolver(Params):
             log_estimate(config, ctx.model_texts(), ctx.plan, llm_dir)
             result = run_coevolution(ctx, stages, llm_dir, embedder_dir)
             description = describe_clusters(ctx, stages, result)
-            self.assignments_dir_, self.report_path_ = write_outputs(ctx, result, description)
+            streamed = None
+            if sampled is not None:
+                from coevo_ray.pipeline.stream import stream_fit
+
+                streamed = stream_fit(ctx, sampled, result, description.names)
+            self.assignments_dir_, self.report_path_ = write_outputs(ctx, result, description, streamed)
         self._run = ctx.run  # a temporary run directory lives as long as this reference
         self.run_dir_, self.timings_, self.prompt_exemplars_ = ctx.run.root, ctx.timings, ctx.exemplars
-        self.labels_, self.cluster_centers_, self.embeddings_ = result.labels, result.cluster_centers, result.embeddings
+        self.cluster_centers_, self.embeddings_ = result.cluster_centers, result.embeddings
         self.distances_ = result.distances
         self.interpretations_, self.n_clusters_, self.history_ = result.interpretations, result.n_clusters, result.history
         self.baseline_, self.llm_, self.embedder_dir_ = result.baseline, result.llm, result.embedder_dir
         self.adapter_dir_ = result.llm.adapter
         self.cluster_keywords_, self.cluster_names_ = description.keywords, description.names
         self.cluster_examples_, self.texts_ = description.examples, list(corpus.texts)
+        self.n_fit_rows_ = len(corpus)
+        for stale in ("labels_", "sample_ids_"):  # a refit on a path input has none
+            self.__dict__.pop(stale, None)
+        if streamed is None:
+            self.labels_, self.n_texts_ = result.labels, len(corpus)
+            self.cluster_sizes_ = np.bincount(result.labels, minlength=result.n_clusters)
+        else:
+            self.n_texts_, self.cluster_sizes_ = streamed.n_rows, streamed.sizes
+            self.sample_ids_, self.sample_labels_ = sampled.ids, result.labels
+            if sampled.in_memory:
+                self.labels_ = streamed.labels_in_id_order()
         return self
 
     def fit_predict(self, texts: Any, labels: Sequence[Any] | str | None = None, **fit_params: Any) -> np.ndarray:
@@ -114,8 +134,7 @@ class CoEvolver(Params):
         from coevo_ray.cluster_info import cluster_table
 
         self._check_fitted()
-        sizes = np.bincount(np.asarray(self.labels_, dtype=np.int64), minlength=self.n_clusters_)
-        return cluster_table(sizes, self.cluster_names_, self.cluster_keywords_, self.cluster_examples_)
+        return cluster_table(self._cluster_sizes(), self.cluster_names_, self.cluster_keywords_, self.cluster_examples_)
 
     def get_document_info(self):
         """One row per training text: ``id``, ``text``, ``cluster``, ``name``, ``interpretation``
@@ -126,17 +145,87 @@ class CoEvolver(Params):
         if not hasattr(self, "texts_"):
             raise NotFittedError("get_document_info needs the training texts: it is available after fit(), "
                                  "not on a loaded model (predict() the texts instead)")
-        return document_table(self.texts_, self.labels_, self.cluster_names_, self.distances_,
-                              interpretations=self.interpretations_)
+        if not hasattr(self, "sample_ids_"):
+            return document_table(self.texts_, self.labels_, self.cluster_names_, self.distances_,
+                                  interpretations=self.interpretations_)
+        if not hasattr(self, "labels_"):
+            raise InputError("get_document_info is for in-memory fits: read assignments() (a Ray Dataset) for a path "
+                             "or Dataset input")
+        import pyarrow as pa
+        import ray
+
+        table = pa.concat_tables(ray.get(self.assignments().to_arrow_refs())).sort_by("id")
+        return document_table(table.column("text").to_pylist(), self.labels_, self.cluster_names_,
+                              table.column("distance").to_numpy(),
+                              interpretations=table.column("interpretation").to_pylist())
+
+    def assignments(self):
+        """Every row's assignment as a Ray Dataset: id, text, cluster, cluster_name, distance (and,
+        for a fit on a sample, the final LLM's interpretation)."""
+        import ray
+
+        self._check_fitted()
+        if getattr(self, "assignments_dir_", None) is None:
+            raise NotFittedError("a loaded CoEvolver has no assignments: predict() the texts instead")
+        return ray.data.read_parquet(str(self.assignments_dir_))
+
+    def _cluster_sizes(self) -> np.ndarray:
+        if hasattr(self, "cluster_sizes_"):
+            return np.asarray(self.cluster_sizes_, dtype=np.int64)
+        return np.bincount(np.asarray(self.labels_, dtype=np.int64), minlength=self.n_clusters_)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
             raise NotFittedError("this CoEvolver is not fitted: call fit() or CoEvolver.load() first")
 
-    def predict(self, texts: Any, output_dir: str | None = None) -> np.ndarray:
+    def predict(self, texts: Any, output_dir: str | None = None, *, text_field: str = "text"):
         """Cluster ids for new texts: interpret with the fitted LLM (greedy), embed with the fitted
-        embedder, assign to the fitted centres — the stages ``fit`` ran, on Ray."""
+        embedder, assign to the fitted centres — the stages ``fit`` ran, on Ray. In-memory texts
+        and a single file give an array; a directory, glob, URI or ``ray.data.Dataset`` gives a
+        Dataset (id, text, cluster, cluster_name, distance, interpretation) to write or iterate:
+        the streaming pass of a fit on a sample (the answers are generated by this call, into the
+        run directory; embeddings and centres run as the Dataset is consumed)."""
+        from coevo_ray.data.dataset import is_scale_input
+
+        if is_scale_input(texts):
+            return self._stream_predict(texts, output_dir, text_field)
         return self._assigner().predict(self._representation(texts, output_dir))
+
+    def _stream_predict(self, texts: Any, output_dir: str | None, text_field: str):
+        """The streaming pass over ``texts``: the answers are generated now, into a stage of the
+        run directory (one actor pool at a time: a generation and an embedding actor at once would
+        starve the read tasks of a 2-CPU machine); the embeddings and centres are the returned
+        Dataset's, run when it is consumed."""
+        import ray
+
+        from coevo_ray.console import library_logging
+        from coevo_ray.data.dataset import read_input
+        from coevo_ray.pipeline import RunContext, resolve_stages
+        from coevo_ray.pipeline.loop import serving
+        from coevo_ray.pipeline.stream import Assigner
+        from coevo_ray.progress import parquet_progress
+        from coevo_ray.rundir import RunDir, fingerprint
+
+        self._check_fitted()
+        config = self.config
+        with library_logging(self.verbose):
+            _start_ray(self.verbose)
+            corpus, key, _ = read_input(texts, None, text_field, None, config.interpret.max_text_chars)
+            run = RunDir(output_dir or self.run_dir_)
+            self._predict_run = run  # a temporary run directory must outlive the lazy Dataset
+            ctx = RunContext(config, run, Corpus([]), self.prompt_exemplars_)
+            llm = self.llm_
+            if llm.adapter is not None and llm.merged is None and ctx.plan.serve_adapter_merged:
+                llm = serving(ctx, resolve_stages(self.stages), llm, llm.adapter, "predict")
+            assigner = Assigner.of(ctx, llm, Path(self.embedder_dir_), self.cluster_centers_, self.cluster_names_)
+
+            def generate(out: Path) -> None:
+                with parquet_progress(out, len(corpus), "predict-interpret"):
+                    assigner.interpret(corpus.dataset).write_parquet(str(out))
+
+            generated, _ = run.run_stage("predict-interpret", fingerprint("predict-interpret", key, assigner.key()),
+                                         generate)
+            return assigner.place(ray.data.read_parquet(str(generated)))
 
     def transform(self, texts: Any, output_dir: str | None = None) -> np.ndarray:
         """Distances (N × K) of new texts to every fitted centre, in the clustered space (the
@@ -172,7 +261,8 @@ class CoEvolver(Params):
                  "exemplars": list(self.prompt_exemplars_), "cluster_keywords": self.cluster_keywords_,
                  "cluster_names": self.cluster_names_, "cluster_examples": self.cluster_examples_,
                  "history": self.history_}
-        return save_model(path, state, self.cluster_centers_, self.labels_, self.llm_.adapter,
+        labels = getattr(self, "labels_", np.zeros(0, dtype=np.int64))  # none for a path streamed past the sample
+        return save_model(path, state, self.cluster_centers_, labels, self.llm_.adapter,
                           Path(self.embedder_dir_) if trained_embedder else None)
 
     @classmethod
@@ -203,6 +293,27 @@ def _start_ray(verbose: int) -> None:
     from coevo_ray.runtime import ensure_ray
 
     ensure_ray(quiet=verbose < 2, log_to_driver=verbose >= 2)
+
+
+def _fit_corpus(texts: Any, labels: Sequence[Any] | str | None, text_field: str, label_field: str | None,
+                config: CoEvolverConfig, verbose: int):
+    """(the corpus the loop runs on, the sampled corpus to stream afterwards or None). Without
+    ``sample_size``, or with a corpus no larger, the loop gets every row (as ``_as_corpus`` reads
+    it); past it, the seeded sample (``pipeline.stream.sample_corpus``)."""
+    max_chars = config.interpret.max_text_chars
+    if config.sample_size is None:
+        return _as_corpus(texts, labels, text_field, label_field, max_chars, verbose), None
+    from coevo_ray.data.dataset import read_input
+    from coevo_ray.pipeline.stream import sample_corpus
+
+    if isinstance(labels, str):
+        labels, label_field = None, labels
+    _start_ray(verbose)
+    dataset, key, in_memory = read_input(texts, labels, text_field, label_field, max_chars)
+    if len(dataset) <= config.sample_size:
+        return _as_corpus(texts, labels, text_field, label_field, max_chars, verbose), None
+    sampled = sample_corpus(dataset, key, in_memory, config.sample_size, config.seed)
+    return sampled.corpus, sampled
 
 
 def _as_corpus(texts: Any, labels: Sequence[Any] | str | None, text_field: str, label_field: str | None,

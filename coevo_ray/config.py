@@ -191,6 +191,10 @@ class CoEvolverConfig:
     representation: Representation = "concat"
     seed: int = 0
     output_dir: str | None = None
+    # Co-evolve on a seeded sample of about this many rows, then stream every other row through the
+    # final LLM, embedder and centres (pipeline/stream.py); None: every row is in the loop.
+    sample_size: int | None = None
+    stream_unit_rows: int = 10_000  # ids per resumable unit of that pass (one actor-pool start each)
     interpret: InterpretConfig = field(default_factory=InterpretConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -213,6 +217,14 @@ class CoEvolverConfig:
                 raise InputError(f"n_clusters must be at least 2, got {k}")
         if not isinstance(self.iterations, int) or self.iterations < 0:
             raise InputError(f"iterations must be a non-negative integer, got {self.iterations!r}")
+        if self.sample_size is not None and (isinstance(self.sample_size, bool) or not isinstance(self.sample_size, int)
+                                             or self.sample_size < 2):
+            raise InputError(f"sample_size must be None or an integer >= 2, got {self.sample_size!r}")
+        if self.sample_size is not None and k != "auto" and self.sample_size < k:
+            raise InputError(f"sample_size={self.sample_size} is below n_clusters={k}: the sample is what the "
+                             "centres are fitted on")
+        if isinstance(self.stream_unit_rows, bool) or not isinstance(self.stream_unit_rows, int) or self.stream_unit_rows < 1:
+            raise InputError(f"stream_unit_rows must be a positive integer, got {self.stream_unit_rows!r}")
         if self.iterations > 0 and len(self.interpret.temperatures) < 2:
             raise InputError("iterations >= 1 need at least 2 temperatures (the greedy one and a sampled one) "
                              "to form preference pairs")

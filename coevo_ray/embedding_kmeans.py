@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from numbers import Integral
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from coevo_ray.data import Corpus
 from coevo_ray.data.corpus import DEFAULT_MAX_TEXT_CHARS
+from coevo_ray.data.dataset import read_input
 from coevo_ray.estimator import Params
 from coevo_ray.errors import InputError, NotFittedError
 from coevo_ray.resources import StageResources
@@ -106,7 +105,7 @@ class EmbeddingKMeans(Params):
             ensure_ray(quiet=self.verbose < 2, log_to_driver=self.verbose >= 2)
             timings: dict[str, float] = {}
             start = time.perf_counter()
-            corpus, corpus_key, in_memory = _read(texts, labels, text_field, label_field, self.max_text_chars)
+            corpus, corpus_key, in_memory = read_input(texts, labels, text_field, label_field, self.max_text_chars)
             timings["read"] = round(time.perf_counter() - start, 2)
             if self.n_clusters > len(corpus):
                 raise InputError(f"n_clusters={self.n_clusters} exceeds the number of texts ({len(corpus)})")
@@ -316,7 +315,7 @@ class EmbeddingKMeans(Params):
         from coevo_ray.runtime import ensure_ray
 
         ensure_ray(quiet=self.verbose < 2, log_to_driver=self.verbose >= 2)
-        corpus, _, in_memory = _read(texts, None, text_field, None, self.max_text_chars)
+        corpus, _, in_memory = read_input(texts, None, text_field, None, self.max_text_chars)
         return corpus, in_memory
 
     def _model(self) -> tuple[Path, str]:
@@ -385,27 +384,3 @@ def _clusters_in_id_order(refs) -> np.ndarray:
     clusters = np.empty(len(ids), dtype=np.int64)
     clusters[ids] = table.column("cluster").to_numpy()
     return clusters
-
-
-def _read(texts: Any, labels: Sequence[Any] | None, text_field: str, label_field: str | None,
-          max_chars: int):
-    """(corpus dataset, a key for the run directory, whether the input was in memory)."""
-    import ray
-
-    from coevo_ray.data import as_corpus
-    from coevo_ray.data.dataset import CorpusDataset, is_ray_dataset, read_corpus_dataset, source_key
-
-    if is_ray_dataset(texts):
-        return read_corpus_dataset(texts, text_field, label_field, max_chars), uuid.uuid4().hex, False
-    if isinstance(texts, (str, Path)) and not (isinstance(texts, str) and "\n" in texts):
-        corpus = read_corpus_dataset(texts, text_field, label_field, max_chars)
-        return corpus, source_key(str(texts), text_field, label_field), False
-    from coevo_ray.rundir import fingerprint
-
-    corpus = as_corpus(texts if isinstance(texts, Corpus) else list(texts), labels, max_chars)
-    rows = [{"id": i, "text": t} for i, t in enumerate(corpus.model_texts(max_chars))]
-    if corpus.labels is not None:
-        rows = [{**row, "label": y} for row, y in zip(rows, corpus.labels)]
-    dataset = ray.data.from_items(rows)
-    return (CorpusDataset(dataset, corpus.source, corpus.stats, corpus.labels is not None),
-            fingerprint("corpus", corpus.texts, corpus.labels), True)

@@ -22,7 +22,11 @@ What the plan decides, and why:
   CUDA graphs and vLLM's defaults on GPUs. The DPO adapter is served as merged weights on CPU
   actors (vLLM-CPU's runtime LoRA is several times slower) and through ``LoRARequest`` on GPUs.
 - **Training** (Ray Train): one worker per GPU on NCCL, with DeepSpeed ZeRO-2 and bf16 for DPO;
-  two gloo workers on CPU clusters, DDP in fp32 (bf16 opt-in, by the same rule).
+  two gloo workers on CPU clusters, DDP in fp32 (bf16 opt-in, by the same rule). The embedder's
+  CPU workers are sized to the nodes' memory (Ray's ``memory`` resource): gradient checkpointing
+  for embedders of 100M parameters and more, and one worker with both workers' CPUs where two
+  would not fit (EmbeddingGemma on a 24 GiB machine); a fit that cannot train its embedder at all
+  is refused before it generates anything.
 - **Ray tasks** (preferences, the on-text guard, KMeans on a sample): one GPU each when the
   cluster has GPUs (FAISS runs on it when faiss-gpu is installed there), none otherwise. FAISS in
   the driver always runs on the CPU: the driver holds no GPU in Ray's accounting.
@@ -38,10 +42,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from coevo_ray.errors import InputError
-from coevo_ray.resources import StageResources
+from coevo_ray.resources import StageResources, hidden_gpus_env
 
 if TYPE_CHECKING:
     from coevo_ray.config import CoEvolverConfig
+    from coevo_ray.models.size import ModelSize
+    from coevo_ray.train_embedder.embedder_config import EmbedderTrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +57,27 @@ LORA_GPU_DTYPES = ("bfloat16", "float16")
 #: The ``max_lora_rank`` values vLLM 0.32 accepts (``LoRAConfig``).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
+# What one CPU worker training an embedder holds (embedder_worker_bytes), fitted above the peaks
+# of benchmarks/results/embedder-train-memory.md (one process = one worker; interpretations at the
+# 128-token answer cap, SIZING_TOKENS): the Python/torch runtime, and the activations the three
+# forward passes of a row keep (text, interpretation, its dropout twin), in floats per token and
+# hidden unit: per layer without gradient checkpointing; with it, a layer's input per layer plus
+# the one layer being recomputed.
+EMBEDDER_RUNTIME_BYTES = 1.0 * 2**30
+SIZING_TOKENS = 128
+ACTIVATION_FLOATS_PER_LAYER = {False: 36.0, True: 8.0}
+RECOMPUTED_LAYER_FLOATS = 32.0
+#: Embedders from this size up train with gradient checkpointing on CPU workers: their activations,
+#: not their weights, fill a worker's memory, and recomputing them costs little time there
+#: (embedder-train-memory.md).
+CHECKPOINTING_FROM_PARAMS = 100_000_000
+
 
 @dataclass(frozen=True)
 class Node:
     cpus: float
     gpus: float = 0.0
+    memory: float = 0.0  # bytes Ray gives tasks and actors on this node (its "memory" resource); 0: not known
 
 
 @dataclass(frozen=True)
@@ -80,7 +102,8 @@ class Topology:
         amx = "amx_bf16" in cpu_flags()
         if not ray.is_initialized():
             return cls((Node(float(os.cpu_count() or 1)),), amx)
-        nodes = [Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+        nodes = [Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
+                      float(n["Resources"].get("memory", 0)))
                  for n in ray.nodes() if n.get("Alive")]
         return cls(tuple(nodes) or (Node(float(os.cpu_count() or 1)),), amx)
 
@@ -99,7 +122,8 @@ class Topology:
 
     def to_dict(self) -> dict[str, Any]:
         return {"nodes": len(self.nodes), "cpus": self.cpus, "gpus": self.gpus, "cpu_amx": self.cpu_amx,
-                "per_node": [[n.cpus, n.gpus] for n in self.nodes]}
+                "per_node": [[n.cpus, n.gpus] for n in self.nodes],
+                "memory_gib": [round(n.memory / 2**30, 1) for n in self.nodes]}
 
 
 @dataclass(frozen=True)
@@ -112,6 +136,7 @@ class TrainLayout:
     backend: str  # "nccl" or "gloo"
     deepspeed: bool = False
     bf16: bool = False
+    gradient_checkpointing: bool = False
 
     def scaling(self):
         """Ray Train's ``ScalingConfig`` and ``TorchConfig`` for this layout."""
@@ -173,10 +198,12 @@ class HardwarePlan:
         train = (f"{dpo.num_workers} {'GPU' if dpo.use_gpu else 'CPU'} worker(s) on {dpo.backend}"
                  f"{', DeepSpeed ZeRO-2' if dpo.deepspeed else ''}{', bf16' if dpo.bf16 else ''}")
         amx = " (AMX: bf16 opt-in)" if self.topology.cpu_amx and not self.topology.gpus else ""
+        emb_train = self.train_embedder
         return (f"hardware plan: {len(self.topology.nodes)} node(s), {self.topology.cpus:g} CPU{amx}, "
                 f"{self.topology.gpus} GPU | generation {pool(gen)}, {self.engine_dtype}, adapter "
                 f"{'merged' if self.serve_adapter_merged else 'LoRARequest'} | embedding {pool(emb)} | DPO {train} | "
-                f"embedder {self.train_embedder.num_workers} worker(s) | FAISS "
+                f"embedder {emb_train.num_workers} worker(s) x {emb_train.cpus_per_worker:g} CPU"
+                f"{', gradient checkpointing' if emb_train.gradient_checkpointing else ''} | FAISS "
                 f"{'GPU in Ray tasks' if self.task_gpus else 'CPU'}")
 
 
@@ -220,6 +247,51 @@ def train_layout(num_workers: int | None, cpus_per_worker: float, topology: Topo
                        bf16=use_gpu if bf16 is None else bool(bf16))
 
 
+def embedder_worker_bytes(size: "ModelSize", batch: int, checkpointing: bool) -> float:
+    """Peak memory of one CPU worker training an embedder of ``size`` on ``batch`` rows: fp32
+    weights, gradients and Adam's two moments (16 bytes a parameter), the runtime, and a batch's
+    activations (3 passes × ``batch`` × ``SIZING_TOKENS`` tokens × hidden × the floats kept per
+    token and hidden unit) — an upper bound fitted to the measured peaks (constants above)."""
+    layers, hidden = (size.layers, size.hidden) if size.layers and size.hidden else (24, 1024)  # no config.json: large
+    checkpointing = bool(checkpointing)
+    floats = ACTIVATION_FLOATS_PER_LAYER[checkpointing] * layers + (RECOMPUTED_LAYER_FLOATS if checkpointing else 0.0)
+    activations = 4.0 * 3 * batch * SIZING_TOKENS * hidden * floats
+    return 16.0 * size.parameters + EMBEDDER_RUNTIME_BYTES + activations
+
+
+def embedder_train_layout(cfg: "EmbedderTrainConfig", topology: Topology, size: "ModelSize | None") -> TrainLayout:
+    """The embedder's Ray Train workers, sized to the memory of the nodes on CPU clusters: gradient
+    checkpointing from ``CHECKPOINTING_FROM_PARAMS`` parameters up (``cfg.gradient_checkpointing``
+    None), and fewer workers — each with the CPUs of the ones left out — when the default two would
+    not fit beside each other. Refused, before any generation, when one worker fits nowhere or the
+    workers the user asked for do not fit. ``size`` None or node memory unknown: not sized."""
+    layout = train_layout(cfg.num_workers, cfg.cpus_per_worker, topology, bf16=None)
+    if layout.use_gpu or not cfg.enabled or size is None or not size.parameters:
+        return replace(layout, gradient_checkpointing=bool(cfg.gradient_checkpointing and not layout.use_gpu))
+    checkpointing = (size.parameters >= CHECKPOINTING_FROM_PARAMS if cfg.gradient_checkpointing is None
+                     else bool(cfg.gradient_checkpointing))
+    layout = replace(layout, gradient_checkpointing=checkpointing)
+    if not all(n.memory for n in topology.nodes):
+        return layout
+    need = embedder_worker_bytes(size, cfg.batch_size, checkpointing)
+    fits = sum(int(n.memory // need) for n in topology.nodes if n.cpus >= layout.cpus_per_worker)
+    what = (f"training the embedder ({size.parameters / 1e6:.0f}M parameters, batch {cfg.batch_size}"
+            f"{', gradient checkpointing' if checkpointing else ''}) takes about {need / 2**30:.1f} GiB per CPU worker")
+    if fits < 1:
+        raise InputError(f"{what}, and no Ray node offers that much (largest: "
+                         f"{max(n.memory for n in topology.nodes) / 2**30:.1f} GiB); pass train_embedder="
+                         "{'batch_size': ...} smaller, {'gradient_checkpointing': True}, a smaller embedder, or "
+                         "{'enabled': False}")
+    if layout.num_workers <= fits:
+        return layout
+    if cfg.num_workers is not None:
+        raise InputError(f"{what}: the Ray cluster's memory holds {fits} such worker(s), not the "
+                         f"num_workers={cfg.num_workers} asked for")
+    biggest = max(n.cpus for n in topology.nodes)
+    return replace(layout, num_workers=fits,
+                   cpus_per_worker=min(biggest, layout.cpus_per_worker * layout.num_workers / fits))
+
+
 def engine_settings(on_gpu: bool, dtype: str, enforce_eager: bool | None,
                     user_kwargs: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """The engine dtype and vLLM ``LLM`` keyword arguments for actors with or without a GPU."""
@@ -259,9 +331,10 @@ def vllm_lora_rank(rank: int) -> int:
     raise InputError(f"LoRA rank {rank} is above vLLM's largest max_lora_rank ({VLLM_LORA_RANKS[-1]})")
 
 
-def make_plan(topology: Topology, config: "CoEvolverConfig") -> HardwarePlan:
+def make_plan(topology: Topology, config: "CoEvolverConfig", embedder: "ModelSize | None" = None) -> HardwarePlan:
     """The layout of a fit of ``config`` on ``topology``: pure, so any cluster can be planned
-    (and tested) from a declared topology."""
+    (and tested) from a declared topology. ``embedder``: the trained embedder's size, which sizes
+    its CPU workers (None: not sized)."""
     interp, llm_cfg, emb_cfg = config.interpret, config.train_llm, config.train_embedder
     generation = actor_layout(interp.resources, topology, engine_gpus(interp.engine_kwargs))
     embedding = actor_layout(config.embed.resources, topology)
@@ -273,7 +346,7 @@ def make_plan(topology: Topology, config: "CoEvolverConfig") -> HardwarePlan:
         serve_adapter_merged=adapter_merged(interp.adapter_serving, on_gpu, dtype),
         train_llm=train_layout(llm_cfg.num_workers, llm_cfg.cpus_per_worker, topology, llm_cfg.deepspeed, llm_cfg.bf16),
         # bf16 autocast on GPU workers (weights and Adam state stay fp32); fp32 on CPUs.
-        train_embedder=train_layout(emb_cfg.num_workers, emb_cfg.cpus_per_worker, topology, bf16=None),
+        train_embedder=embedder_train_layout(emb_cfg, topology, embedder),
         task_gpus=1.0 if topology.gpus else 0.0,
         small_stages_in_driver=topology.one_cpu_node,
     )
@@ -296,9 +369,9 @@ def current_topology() -> Topology:
     return Topology.from_ray()
 
 
-def plan_for(config: "CoEvolverConfig") -> HardwarePlan:
+def plan_for(config: "CoEvolverConfig", embedder: "ModelSize | None" = None) -> HardwarePlan:
     """:func:`make_plan` on the connected Ray cluster."""
-    return make_plan(current_topology(), config)
+    return make_plan(current_topology(), config, embedder)
 
 
 def wait_for_resources(needed: dict[str, float], timeout_s: float = 60.0) -> None:
@@ -314,11 +387,6 @@ def wait_for_resources(needed: dict[str, float], timeout_s: float = 60.0) -> Non
         time.sleep(0.5)
     logger.warning("only %s free after %.0f s (need %s); the next stage may wait for actors",
                    {k: ray.available_resources().get(k, 0.0) for k in needed}, timeout_s, needed)
-
-
-def hidden_gpus_env(gpus: float) -> dict[str, str]:
-    """Environment of a Ray worker given ``gpus`` GPUs: none visible when it was given none."""
-    return {} if gpus > 0 else {"CUDA_VISIBLE_DEVICES": ""}
 
 
 def remote_task(fn, gpus: float):

@@ -41,13 +41,14 @@ class StageResources:
     def map_batches_kwargs(self, concurrent_calls: int | None = None) -> dict[str, Any]:
         """``Dataset.map_batches`` arguments for a callable class on this pool; with
         ``concurrent_calls`` > 1 each actor runs that many batches at once, in threads. ``"auto"``
-        fields are decided by the hardware plan for the connected cluster."""
+        fields must have been decided by the hardware plan (``coevo_ray.hardware.actor_layout``)."""
         import ray
 
         if not self.resolved:
-            from coevo_ray.hardware import actor_layout, current_topology
+            from coevo_ray.errors import InputError
 
-            return actor_layout(self, current_topology()).map_batches_kwargs(concurrent_calls)
+            raise InputError("map_batches_kwargs needs resources with actors and gpus_per_actor decided: pass them "
+                             "through coevo_ray.hardware.actor_layout first")
         calls = {} if concurrent_calls is None else {"max_concurrent_calls_per_actor": concurrent_calls,
                                                      "enable_true_multi_threading": concurrent_calls > 1}
         return {"batch_size": self.batch_size, "compute": ray.data.ActorPoolStrategy(size=self.actors, **calls),
@@ -70,8 +71,11 @@ def actor_runtime_env(threads: int | None, gpus: float = 0.0) -> dict:
     count. OpenMP's spin limit (``GOMP_SPINCOUNT``) must be in the environment the process starts
     with. Ray Data's actor pools already restart dead actors and retry their batches
     (max_restarts=-1)."""
-    from coevo_ray.hardware import hidden_gpus_env
-
     n = threads or os.cpu_count() or 1
     return {"env_vars": {"OMP_NUM_THREADS": str(n), "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", GOMP_SPINCOUNT),
                          **hidden_gpus_env(gpus)}}
+
+
+def hidden_gpus_env(gpus: float) -> dict[str, str]:
+    """Environment of a Ray worker given ``gpus`` GPUs: none visible when it was given none."""
+    return {} if gpus > 0 else {"CUDA_VISIBLE_DEVICES": ""}

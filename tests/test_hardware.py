@@ -11,7 +11,8 @@ import pytest
 
 from coevo_ray.config import CoEvolverConfig, InterpretConfig
 from coevo_ray.errors import InputError
-from coevo_ray.hardware import VLLM_LORA_RANKS, Topology, make_plan, vllm_lora_rank
+from coevo_ray.hardware import VLLM_LORA_RANKS, Node, Topology, make_plan, vllm_lora_rank
+from coevo_ray.models import ModelSize
 from coevo_ray.train_llm import LLMTrainConfig
 
 TASK = "intent: user intent"
@@ -32,7 +33,7 @@ def test_a_cpu_machine_gets_the_cpu_layout():
     assert plan.task_gpus == 0 and plan.in_driver(100, 5000) and not plan.in_driver(6000, 5000)
     # The summary holds the plan as plain JSON.
     assert json.loads(json.dumps(plan.to_dict()))["topology"] == {"nodes": 1, "cpus": 2.0, "gpus": 0, "cpu_amx": False,
-                                                                 "per_node": [[2.0, 0.0]]}
+                                                                 "per_node": [[2.0, 0.0]], "memory_gib": [0.0]}
 
 
 def test_one_node_with_eight_gpus_puts_every_stage_on_them():
@@ -183,3 +184,36 @@ def test_cpus_run_fp32_unless_bf16_is_asked_for():
     asked = make_plan(Topology.of((2, 0), cpu_amx=True), config(interpret={"dtype": "bfloat16"},
                                                                  train_llm={"bf16": True}))
     assert asked.engine_dtype == "bfloat16" and asked.train_llm.bf16 and asked.serve_adapter_merged
+
+
+GIB = 2**30
+# ModelSize.of embeddinggemma-300m and all-minilm-l6-v2
+GEMMA, MINILM = ModelSize(307_581_696, 24, 768), ModelSize(22_713_728, 6, 384)
+
+
+def test_embedder_workers_are_sized_to_the_nodes_memory():
+    node = Node(2, 0, 16.3 * GIB)  # what Ray offers tasks on a 24 GiB machine
+    small = make_plan(Topology((node,)), config(), MINILM).train_embedder
+    assert (small.num_workers, small.cpus_per_worker, small.gradient_checkpointing) == (2, 1.0, False)
+    # A 300M embedder: checkpointing, and one worker with both CPUs (two would not fit beside each other).
+    big = make_plan(Topology((node,)), config(), GEMMA)
+    assert (big.train_embedder.num_workers, big.train_embedder.cpus_per_worker) == (1, 2.0)
+    assert big.train_embedder.gradient_checkpointing and big.train_llm.num_workers == 2
+    assert "embedder 1 worker(s) x 2 CPU, gradient checkpointing" in big.describe()
+    # Two such nodes hold the two workers; GPUs and unknown memory are not sized.
+    assert make_plan(Topology((node, node)), config(), GEMMA).train_embedder.num_workers == 2
+    assert make_plan(Topology.of((2, 0)), config(), GEMMA).train_embedder.num_workers == 2
+    gpu = make_plan(Topology((Node(16, 1, 16.3 * GIB),)), config(), GEMMA).train_embedder
+    assert gpu.use_gpu and not gpu.gradient_checkpointing
+    # The user's own choices win where they fit.
+    off = make_plan(Topology((Node(2, 0, 80 * GIB),)), config(train_embedder={"gradient_checkpointing": False}), GEMMA)
+    assert not off.train_embedder.gradient_checkpointing and off.train_embedder.num_workers == 2
+
+
+def test_an_embedder_that_fits_no_worker_is_refused_before_the_fit_starts():
+    with pytest.raises(InputError, match=r"about \d+\.\d GiB per CPU worker.*largest: 4\.0 GiB"):
+        make_plan(Topology((Node(2, 0, 4 * GIB),)), config(), GEMMA)
+    with pytest.raises(InputError, match="holds 1 such worker.*num_workers=2"):
+        make_plan(Topology((Node(2, 0, 16.3 * GIB),)), config(train_embedder={"num_workers": 2}), GEMMA)
+    # Nothing to size when the embedder is not trained.
+    assert make_plan(Topology((Node(2, 0, 1 * GIB),)), config(train_embedder={"enabled": False}), GEMMA)

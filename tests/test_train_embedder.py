@@ -1,6 +1,7 @@
 """Embedder training with L_E on 2 Ray Train CPU workers (DDP over gloo)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 
@@ -35,10 +36,12 @@ def test_embedder_trains_on_two_workers(ray_session, minilm_dir, tmp_path, no_le
     trained = encode(load_encoder(str(out), device="cpu"), interps)
     assert trained.shape == base_emb.shape
     assert not np.allclose(trained, base_emb, atol=1e-4)
-    # The same rows in another order (as a Parquet stage read back gives them): the same embedder.
+    # The same rows in another order (as a Parquet stage read back gives them), and with gradient
+    # checkpointing (activations recomputed, dropout masks replayed): the same embedder, bit for bit.
     shuffled = ray.data.from_items([{"id": i, "text": texts[i], "interpretation": interps[i]}
                                     for i in reversed(range(len(texts)))], override_num_blocks=3)
-    _, again = train_embedder(minilm_dir, shuffled, tmp_path / "embedder-again", cfg, centroids=centroids,
+    _, again = train_embedder(minilm_dir, shuffled, tmp_path / "embedder-again",
+                              replace(cfg, gradient_checkpointing=True), centroids=centroids,
                               storage_path=str(tmp_path / "ray"))
     assert again["rank_digests"] == digests
 

@@ -292,3 +292,31 @@ def _check_pass(raw, max_chars: int, check_ids: bool) -> dict[str, Any]:
 def _truncate(batch: dict[str, np.ndarray], max_chars: int) -> dict[str, np.ndarray]:
     batch["text"] = np.array([t if len(t) <= max_chars else t[:max_chars] for t in batch["text"]], dtype=object)
     return batch
+
+
+def read_input(texts: Any, labels: Any = None, text_field: str = "text", label_field: str | None = None,
+               max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> tuple[CorpusDataset, str, bool]:
+    """Any input the estimators take as a :class:`CorpusDataset`: (the dataset, a key for the run
+    directory, whether the input was in memory). A file, directory, glob or URI is keyed by its
+    files' names, sizes and times; in-memory texts by their contents; a Dataset by nothing stable
+    (a random key: its stages are never reused)."""
+    import uuid
+    from pathlib import Path
+
+    import ray
+
+    from coevo_ray.data.corpus import Corpus, as_corpus
+    from coevo_ray.rundir import fingerprint
+
+    if is_ray_dataset(texts):
+        return read_corpus_dataset(texts, text_field, label_field, max_chars), uuid.uuid4().hex, False
+    if isinstance(texts, (str, Path)) and not (isinstance(texts, str) and "\n" in texts):
+        corpus = read_corpus_dataset(texts, text_field, label_field, max_chars)
+        return corpus, source_key(str(texts), text_field, label_field), False
+    corpus = as_corpus(texts if isinstance(texts, Corpus) else list(texts), labels, max_chars)
+    rows = [{"id": i, "text": t} for i, t in enumerate(corpus.model_texts(max_chars))]
+    if corpus.labels is not None:
+        rows = [{**row, "label": y} for row, y in zip(rows, corpus.labels)]
+    dataset = ray.data.from_items(rows)
+    return (CorpusDataset(dataset, corpus.source, corpus.stats, corpus.labels is not None),
+            fingerprint("corpus", corpus.texts, corpus.labels), True)

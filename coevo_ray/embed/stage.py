@@ -22,29 +22,33 @@ if TYPE_CHECKING:
 
 
 class EmbedUDF:
-    """Adds ``output_column`` (float32, L2-normalised) computed from ``input_column``."""
+    """Adds ``output_column`` (float32, L2-normalised) computed from ``input_column``, and the
+    same for each further (input, output) pair of ``more_columns``, with one model."""
 
     def __init__(self, model_dir: str, input_column: str = "text", output_column: str = "embedding",
-                 batch_size: int = 64, threads: int | None = None, prompt: str = "", device: str = "cpu") -> None:
+                 batch_size: int = 64, threads: int | None = None, prompt: str = "", device: str = "cpu",
+                 more_columns: tuple[tuple[str, str], ...] = ()) -> None:
         from coevo_ray.runtime import actor_threads
 
         actor_threads(threads)
         self.model = load_encoder(model_dir, device)
-        self.input_column = input_column
-        self.output_column = output_column
+        self.columns = ((input_column, output_column), *more_columns)
         self.batch_size = batch_size
         self.prompt = prompt
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        texts = [str(t) for t in batch[self.input_column]]
-        batch[self.output_column] = encode(self.model, texts, self.batch_size, prompt=self.prompt)
+        for source, target in self.columns:
+            texts = [str(t) for t in batch[source]]
+            batch[target] = encode(self.model, texts, self.batch_size, prompt=self.prompt)
         return batch
 
 
 def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: str = "text",
-                  output_column: str = "embedding", encode_batch_size: int = 64, prompt: str = ""):
-    """Lazily add ``output_column`` to ``ds``; ``"auto"`` fields of ``resources`` are decided by
-    the hardware plan for the connected cluster (one GPU per actor when it has GPUs)."""
+                  output_column: str = "embedding", encode_batch_size: int = 64, prompt: str = "",
+                  more_columns: tuple[tuple[str, str], ...] = ()):
+    """Lazily add ``output_column`` to ``ds`` (and an output for each (input, output) pair of
+    ``more_columns``, by the same actors); ``"auto"`` fields of ``resources`` are decided by the
+    hardware plan for the connected cluster (one GPU per actor when it has GPUs)."""
     from coevo_ray.hardware import actor_layout, current_topology
 
     if not resources.resolved:
@@ -54,7 +58,8 @@ def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: s
         fn_constructor_kwargs={"model_dir": str(model_dir), "input_column": input_column,
                                "output_column": output_column, "threads": resources.threads,
                                "batch_size": encode_batch_size, "prompt": prompt,
-                               "device": "cuda" if resources.gpus_per_actor > 0 else "cpu"},
+                               "device": "cuda" if resources.gpus_per_actor > 0 else "cpu",
+                               "more_columns": tuple(more_columns)},
         udf_modifying_row_count=False,
         **resources.map_batches_kwargs(),
     ))

@@ -5,7 +5,8 @@ the algorithms live in ``interpret/``, ``embed/``, ``prefer/``, ``train_llm/``,
 
 from coevo_ray.pipeline.context import LLMWeights, RunContext
 from coevo_ray.pipeline.loop import FitResult, predict_representation, run_coevolution
-from coevo_ray.pipeline.stage import STAGE_NAMES, Stage, default_stages, resolve_stages
+from coevo_ray.pipeline.registry import default_stages, resolve_stages
+from coevo_ray.pipeline.stage import STAGE_NAMES, Stage
 
 __all__ = ["RunContext", "LLMWeights", "Stage", "STAGE_NAMES", "default_stages", "resolve_stages",
            "run_coevolution", "predict_representation", "FitResult"]

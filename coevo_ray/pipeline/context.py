@@ -62,8 +62,10 @@ class RunContext:
     def plan(self) -> "HardwarePlan":
         """The hardware plan of this fit (:mod:`coevo_ray.hardware`), for the connected Ray cluster."""
         from coevo_ray.hardware import plan_for
+        from coevo_ray.models import ModelSize, resolve_model
 
-        return plan_for(self.config)
+        size = ModelSize.of(resolve_model(self.config.embed.embedder)) if self.config.train_embedder.enabled else None
+        return plan_for(self.config, size if size is not None and size.parameters else None)
 
     @cached_property  # hashing every text once per run, not once per stage key
     def corpus_key(self) -> str:

@@ -109,6 +109,9 @@ class TrainEmbedderStage:
         from coevo_ray.train_embedder.embedder_trainer import TRAINING_REVISION
 
         cfg, k = self._plan(ctx, iteration)
+        # The plan's workers in place of the config's None: they decide the batches, and so the weights.
+        layout = ctx.plan.train_embedder
+        cfg = replace(cfg, num_workers=layout.num_workers, cpus_per_worker=layout.cpus_per_worker)
         return fingerprint("train-embedder", generated.name, greedy_emb.name, str(emb_dir), cfg, k, TRAINING_REVISION,
                            *_prompt_part(ctx, emb_dir))
 

@@ -44,7 +44,9 @@ class InterpretStage:
 
     name = "interpret"
 
-    def _plan(self, ctx: RunContext, llm: LLMWeights, temperatures: tuple[float, ...]):
+    def settings(self, ctx: RunContext, llm: LLMWeights, temperatures: tuple[float, ...]):
+        """(engine spec, generation settings) of ``llm`` at ``temperatures``: the streaming pass
+        of a sampled fit generates as this stage does."""
         cfg = ctx.config.interpret
         settings = GenerationSettings(task=ctx.config.task, prompt_style=cfg.prompt_style, temperatures=temperatures,
                                       max_tokens=cfg.max_tokens, seed=ctx.seed(), exemplars=ctx.exemplars,
@@ -52,14 +54,14 @@ class InterpretStage:
         return engine_spec(ctx, llm, cfg.structured_output), settings
 
     def key(self, ctx: RunContext, llm: LLMWeights, temperatures: tuple[float, ...], step: str = "") -> str:
-        spec, settings = self._plan(ctx, llm, temperatures)
+        spec, settings = self.settings(ctx, llm, temperatures)
         return fingerprint("interpret", GENERATION_SCHEMA, ctx.corpus_key, spec.model_dir, spec.adapter_dir,
                            spec.backend, spec.dtype, spec.repetition_penalty, spec.stop, spec.structured_regex,
                            settings, ctx.config.interpret.max_text_chars, *_user_engine_kwargs(ctx))
 
     def build(self, ctx: RunContext, out: Path, llm: LLMWeights, temperatures: tuple[float, ...],
               step: str = "") -> None:
-        spec, settings = self._plan(ctx, llm, temperatures)
+        spec, settings = self.settings(ctx, llm, temperatures)
         cfg, n = ctx.config.interpret, len(ctx.corpus)
         logger.info("%s: interpret %d texts x %d temperatures with %s%s [%s]", step, n, len(temperatures),
                     Path(spec.model_dir).name, " + LoRA" if spec.adapter_dir else "", spec.backend)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from coevo_ray.pipeline.context import RunContext
 from coevo_ray.pipeline.loop import FitResult
 from coevo_ray.pipeline.stage import Stage
 from coevo_ray.tables import greedy_table, read_table
+
+if TYPE_CHECKING:
+    from coevo_ray.pipeline.stream import StreamedAssignments
 
 
 @dataclass(frozen=True)
@@ -63,23 +66,49 @@ def write_assignment_shards(out: Path, result: FitResult, texts: list[str], name
     return atomic_dir(out, lambda tmp: ray.data.from_arrow(blocks).write_parquet(str(tmp)), overwrite=True)
 
 
-def write_outputs(ctx: RunContext, result: FitResult, description: Description) -> tuple[Path, Path | None]:
+def link_shards(out: Path, dirs: list[Path]) -> Path:
+    """``out`` (a directory) holding every Parquet file of ``dirs``, hard-linked where the
+    filesystem allows (no copy of a corpus-sized output), else copied; replaced atomically."""
+    import os
+    import shutil
+
+    def build(tmp: Path) -> None:
+        for d in dirs:
+            for f in sorted(Path(d).glob("*.parquet")):
+                target = tmp / f"{Path(d).name}-{f.name}"
+                try:
+                    os.link(f, target)
+                except OSError:
+                    shutil.copy2(f, target)
+
+    return atomic_dir(out, build, overwrite=True)
+
+
+def write_outputs(ctx: RunContext, result: FitResult, description: Description,
+                  streamed: "StreamedAssignments | None" = None) -> tuple[Path, Path | None]:
     """assignments.jsonl, assignments.parquet/ and summary.json in the run directory; report.html
-    when the run is kept. Returns the assignments' directory and the report's path."""
+    when the run is kept. For a fit on a sample (``streamed``) assignments.parquet/ holds the
+    shards of the sample and of every streamed unit, and there is no JSON Lines copy (a corpus
+    of any size). Returns the assignments' directory and the report's path."""
     from coevo_ray.report import write_report
 
     root, names, labels = ctx.run.root, description.names, result.labels
-    lines = [json.dumps({"id": i, "text": t, "cluster": int(c), "cluster_name": names[int(c)]}, ensure_ascii=False)
-             for i, (t, c) in enumerate(zip(ctx.corpus.texts, labels))]
-    atomic_write_text(root / "assignments.jsonl", "\n".join(lines) + "\n")
-    shards = write_assignment_shards(root / "assignments.parquet", result, ctx.corpus.texts, names)
-    sizes = np.bincount(labels, minlength=result.n_clusters)
+    if streamed is None:
+        lines = [json.dumps({"id": i, "text": t, "cluster": int(c), "cluster_name": names[int(c)]}, ensure_ascii=False)
+                 for i, (t, c) in enumerate(zip(ctx.corpus.texts, labels))]
+        atomic_write_text(root / "assignments.jsonl", "\n".join(lines) + "\n")
+        shards = write_assignment_shards(root / "assignments.parquet", result, ctx.corpus.texts, names)
+        sizes = np.bincount(labels, minlength=result.n_clusters)
+    else:
+        shards, sizes = link_shards(root / "assignments.parquet", streamed.dirs), streamed.sizes
     clusters = [{"id": c, "size": int(sizes[c]), "name": names[c], "keywords": description.keywords[c],
                  "examples": description.examples[c]} for c in range(result.n_clusters)]
     summary: dict[str, Any] = {
         "config": ctx.config.to_dict(),
         "hardware_plan": ctx.plan.to_dict(),
-        "n_texts": len(ctx.corpus),
+        "n_texts": len(ctx.corpus) if streamed is None else streamed.n_rows,
+        "n_fit_rows": len(ctx.corpus),
+        "assignments": None if streamed is None else [str(d) for d in streamed.dirs],
         "n_clusters": result.n_clusters,
         "corpus": ctx.corpus.stats,
         "timings_s": ctx.timings,

@@ -22,7 +22,10 @@ class EmbedderTrainConfig:
     dec_clusters: int = 256  # paper: K = 256, capped at the number of texts
     negatives: str = "texts"  # eq. 12 as written; "interpretations" = in-batch positives (MNRL)
     dropout_pair: bool = True  # eq. 13; False = the paper's "w/o Dropout" ablation
-    num_workers: int | None = None  # None: one per GPU, or 2 CPU workers on a CPU cluster
+    num_workers: int | None = None  # None: one per GPU, or 2 CPU workers (fewer where memory is short)
+    # Recompute activations in the backward pass (same gradients, less memory). None: the
+    # hardware plan's choice (on for CPU workers from 100M parameters, coevo_ray.hardware).
+    gradient_checkpointing: bool | None = None
     cpus_per_worker: float = 1.0
     max_failures: int = 1  # Ray Train restarts the workers this often, from the last checkpoint
     # Report a checkpoint (weights + Adam state + step, safetensors/JSON) every N steps, so a

@@ -90,10 +90,13 @@ def _freeze_unused(loss_module, model, device) -> list[str]:
     return frozen
 
 
-def load_for_training(model_dir: str, cfg: EmbedderTrainConfig, centroids, cluster_frequency, device):
+def load_for_training(model_dir: str, cfg: EmbedderTrainConfig, centroids, cluster_frequency, device,
+                      gradient_checkpointing: bool = False):
     """The sentence-transformers model and L_E around it (eq. 16) on ``device``, in training mode,
     with the parameters no loss reaches frozen: (model, loss module, frozen names). No Ray here,
-    so that ``benchmarks/gpu_check.py`` runs it on a machine without it."""
+    so that ``benchmarks/gpu_check.py`` runs it on a machine without it. ``gradient_checkpointing``
+    (the hardware plan's): activations are recomputed in the backward pass instead of kept — the
+    same gradients, in a fraction of the memory (benchmarks/results/embedder-train-memory.md)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -101,6 +104,9 @@ def load_for_training(model_dir: str, cfg: EmbedderTrainConfig, centroids, clust
 
     torch.manual_seed(cfg.seed)
     model = SentenceTransformer(str(model_dir), device=str(device), trust_remote_code=False, local_files_only=True)
+    if gradient_checkpointing:
+        # Non-reentrant: the reentrant variant loses gradients under DDP when a parameter is frozen.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     loss_module = CoEvoEmbedderLoss(model, centroids, tau=cfg.tau, dec_weight=cfg.dec_weight, negatives=cfg.negatives,
                                     dropout_pair=cfg.dropout_pair, cluster_frequency=cluster_frequency).to(device)
     loss_module.train()
@@ -182,7 +188,8 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
     stage = scratch / "checkpoint" if rank == 0 else None  # rank 0 writes the checkpoints
     device = get_device()  # the GPU Ray Train gave this worker, or the CPU
     model, loss_module, frozen = load_for_training(config["model_dir"], cfg, config.get("centroids"),
-                                                   config.get("cluster_frequency"), device)
+                                                   config.get("cluster_frequency"), device,
+                                                   config["layout"]["gradient_checkpointing"])
     initial = parameters_digest(loss_module.model)
     ddp = prepare_model(loss_module)
     optimizer = torch.optim.Adam([p for p in loss_module.parameters() if p.requires_grad], lr=cfg.learning_rate)
@@ -258,14 +265,15 @@ def train_embedder(
     from ray.train import DataConfig
     from ray.train.torch import TorchTrainer
 
-    from coevo_ray.hardware import current_topology, train_layout
+    from coevo_ray.hardware import current_topology, embedder_train_layout
+    from coevo_ray.models import ModelSize
     from coevo_ray.runtime import fit_and_export
 
     # Materialised first: the workers then read blocks from the object store and launch no Ray
     # Data tasks, which would wait forever for a CPU while the workers hold every core.
     pairs = pairs.select_columns(["id", "text", "interpretation"]).materialize()
     n_rows = pairs.count()
-    layout = layout or train_layout(cfg.num_workers, cfg.cpus_per_worker, current_topology(), bf16=None)
+    layout = layout or embedder_train_layout(cfg, current_topology(), ModelSize.of(model_dir))
     scaling, torch_config = layout.scaling()
     plan_steps(n_rows, scaling.num_workers, cfg)  # fail here, not inside the workers
     layout.wait_until_free()
