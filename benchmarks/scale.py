@@ -5,6 +5,7 @@
     python benchmarks/scale.py --sizes 20000 --sample-sizes 20000,5000 --quality
     python benchmarks/scale.py --coevolve 20000 --name scale-llm-20k   # an LLM-using fit, ~80 min
     python benchmarks/scale.py --coevolve 20000 --keep-generation --name scale-llm-20k   # + ~8 min
+    python benchmarks/scale.py --coevolve-stream 4000,20000 --stream-sample 1000 --name scale-coevolve-stream
 
 Each N runs `EmbeddingKMeans(n_clusters=150, sample_size=S).fit(<directory of JSONL shards>)` in a
 fresh driver process (all-MiniLM-L6-v2, one actor), and reports: seconds and ms per text per
@@ -142,6 +143,54 @@ def unit_coevolve(args) -> dict:
             "baseline_scores": base, "assignments": str(model.assignments_dir_)}
 
 
+def unit_stream(args) -> dict:
+    """A fit on a sample, then the streaming pass over every other row (``CoEvolver(sample_size=S)``),
+    in this (fresh) process. The run directory is kept, so an interrupted unit resumes (its stage
+    seconds come from the manifest, written when each stage finished; the driver peak is then the
+    last process's)."""
+    import pyarrow.parquet as pq
+
+    from coevo_ray import CoEvolver, EmbeddingKMeans
+    from coevo_ray.data import PAPER_TASKS
+    from coevo_ray.metrics import evaluate
+    from coevo_ray.runtime import ensure_ray
+
+    ensure_ray(quiet=True, log_to_driver=False, include_dashboard=False)
+    work = CACHE / f"run-stream-{args.n}-{args.sample_size}-t{args.max_tokens}"
+    resumed = (work / "manifest.json").exists()
+    source = str(corpus_dir(args.n))
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        model = CoEvolver(task=PAPER_TASKS["clinc_intent"], n_clusters=K, iterations=1, seed=0, output_dir=str(work),
+                          sample_size=args.sample_size,
+                          interpret={"max_tokens": args.max_tokens, "structured_output": True, "sized_answers": True})
+        model.fit(source, labels="label", resume=True)
+        total = time.perf_counter() - start
+    rows_out, unique_ids, id_range = written_rows(model.assignments_dir_)
+    manifest = json.loads((work / "manifest.json").read_text())["stages"]
+    seconds: dict[str, float] = {}
+    for entry in manifest.values():  # per step kind: the stream's units summed
+        kind = "stream-units" if entry["stage"].startswith("stream-0") else entry["stage"]
+        seconds[kind] = round(seconds.get(kind, 0.0) + entry["seconds"], 2)
+    # Scores of every row's assignment, beside raw-text KMeans on the same embedder and corpus.
+    labels = {}
+    for path in sorted(corpus_dir(args.n).glob("*.jsonl")):
+        for line in path.open():
+            labels[len(labels)] = json.loads(line)["label"]
+    table = pq.read_table(str(model.assignments_dir_), columns=["id", "cluster"]).sort_by("id")
+    ours = evaluate([labels[i] for i in table.column("id").to_pylist()], table.column("cluster").to_numpy()).as_dict()
+    km = EmbeddingKMeans(n_clusters=K, embedder=model.config.embed.embedder, sample_size=args.n, seed=0,
+                         output_dir=str(work / "raw-text-kmeans")).fit(source, label_field="label")
+    raw = pq.read_table(str(km.assignments_dir_), columns=["id", "cluster"]).sort_by("id")
+    baseline = evaluate([labels[i] for i in raw.column("id").to_pylist()], raw.column("cluster").to_numpy()).as_dict()
+    return {"n": args.n, "sample_size": args.sample_size, "fit_rows": model.n_fit_rows_, "k": K,
+            "max_tokens": args.max_tokens, "rows_in": model.n_texts_, "rows_out": rows_out, "unique_ids": unique_ids,
+            "id_range": id_range, "resumed": resumed, "seconds": {**seconds, "this_process": round(total, 2)},
+            "peak_driver_mib": PeakMemory.driver_mib(), "peak_ray_workers_mib": round(mem.workers_peak / 2**20, 1),
+            "scores": ours, "raw_text_kmeans": baseline, "sample_history": model.history_,
+            "assignments": str(model.assignments_dir_)}
+
+
 def unit_quality(args) -> dict:
     """ACC / NMI / ARI of a fit's written assignments against the corpus labels."""
     import pyarrow.parquet as pq
@@ -214,6 +263,27 @@ def write_results(res: dict, name: str, argv: list[str]) -> None:
                   "generation stage kept and every later stage run again by the code of the time it ran (see the "
                   "README, \"Large corpora\"); a fit's driver peaks after generation, so this row prices those "
                   "stages' memory."]
+    streamed = [r for key, r in res.items() if key.startswith("stream-")]
+    if streamed:
+        lines += ["CoEvolver(n_clusters=150, sample_size=S, iterations=1; SmolLM2-135M, sized answers; MiniLM "
+                  "co-trained; text ⊕ interpretation): the co-evolution (two temperatures, preferences, DPO, "
+                  "embedder training) on the seeded sample, then one streaming pass of every other row through the "
+                  "final LLM, embedder and centres, in resumable units. Seconds per stage from the run's manifest "
+                  "(summed over the stream's units); ACC of every row beside raw-text KMeans (the same embedder, "
+                  "untrained, on every row).", "",
+                  "| N | sample | rows out | unique ids | seconds per stage | peak driver MiB | peak Ray workers MiB | "
+                  "ACC / NMI | raw-text KMeans ACC / NMI |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in streamed:
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items() if v >= 1)
+            lines.append(f"| {r['n']:,} | {r['fit_rows']:,} | {r['rows_out']:,} | {r['unique_ids']:,} | {stages} | "
+                         f"{r['peak_driver_mib']}{' (resumed)' if r['resumed'] else ''} | {r['peak_ray_workers_mib']} | "
+                         f"{r['scores']['acc']:.2f} / {r['scores']['nmi']:.2f} | "
+                         f"{r['raw_text_kmeans']['acc']:.2f} / {r['raw_text_kmeans']['nmi']:.2f} |")
+        payload = json.loads((RESULTS / f"{name}.json").read_text())
+        payload["runs"] = [{k: r[k] for k in ("n", "sample_size", "fit_rows", "rows_out", "unique_ids",
+                                              "peak_driver_mib", "seconds", "scores", "raw_text_kmeans", "resumed")}
+                           for r in streamed]
+        (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=1))
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -229,7 +299,11 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="100000,1000000")
     p.add_argument("--coevolve", type=int, default=None, metavar="N",
                    help="instead: one CoEvolver fit (iterations=0) on N texts")
-    p.add_argument("--max-tokens", type=int, default=16, help="answer cap of --coevolve")
+    p.add_argument("--coevolve-stream", default=None, metavar="N1,N2",
+                   help="instead: CoEvolver(sample_size=--stream-sample) at each N: one co-evolution iteration "
+                        "(DPO) on the sample, then the streaming pass over the rest")
+    p.add_argument("--stream-sample", type=int, default=1000, help="sample size of --coevolve-stream")
+    p.add_argument("--max-tokens", type=int, default=16, help="answer cap of --coevolve and --coevolve-stream")
     p.add_argument("--keep-generation", type=int, nargs="?", const=1, default=0,
                    help="with --coevolve: also a fit that reuses the first one's generation (see above)")
     p.add_argument("--sample-sizes", default="100000", help="KMeans sample sizes (each run at every N)")
@@ -242,11 +316,18 @@ def main(argv=None) -> int:
     p.add_argument("--assignments", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.unit:
-        units = {"fit": unit_fit, "coevolve": unit_coevolve, "quality": unit_quality}
+        units = {"fit": unit_fit, "coevolve": unit_coevolve, "quality": unit_quality, "stream": unit_stream}
         print(json.dumps(units[args.unit](args)))
         return 0
     CACHE.mkdir(parents=True, exist_ok=True)
     res: dict = {}
+    if args.coevolve_stream:
+        for n in (int(x) for x in args.coevolve_stream.split(",") if x):
+            write_corpus_in_subprocess(n)
+            res[f"stream-{n}-{args.stream_sample}"] = run_unit("stream", args, n=n, sample_size=args.stream_sample,
+                                                              max_tokens=args.max_tokens)
+            write_results(res, args.name, argv)
+        return 0
     if args.coevolve:
         write_corpus_in_subprocess(args.coevolve)
         res[f"coevolve-{args.coevolve}"] = run_unit("coevolve", args, n=args.coevolve, sample_size=args.coevolve,
