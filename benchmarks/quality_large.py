@@ -62,14 +62,26 @@ def sample(name: str, seed: int = 0) -> tuple[list[str], list[str]]:
     return [rows[i]["text"] for i in keep], [labels[i] for i in keep]
 
 
-def settings(llm: str, max_tokens: int) -> dict:
-    """``CoEvolver`` keyword arguments of one fit (on top of the library's quick profile)."""
+def settings(llm: str, max_tokens: int, embedder_lr: float | None = None) -> dict:
+    """``CoEvolver`` keyword arguments of one fit (on top of the library's quick profile);
+    ``embedder_lr``: the embedder's learning rate instead of the profile's."""
     qwen = "qwen" in llm
     return {"profile": "quick", "llm": llm, "embedder": EMBEDDER, "iterations": 1, "representation": "concat",
             "interpret": {"max_tokens": max_tokens},
+            **({"train_embedder": {"learning_rate": embedder_lr}} if embedder_lr else {}),
             # Qwen's 151k-token vocabulary: batch 1 × 4 accumulation per worker keeps DPO's logits small.
             "train_llm": {"per_device_batch_size": 1, "gradient_accumulation_steps": 4} if qwen else {},
             "cluster": {"name_clusters": False, "baseline": False}}
+
+
+def variant(args) -> str:
+    """The suffix of a fit's cache directory and per-seed key for a non-default setting."""
+    return f"-elr{args.embedder_lr:g}" if args.embedder_lr else ""
+
+
+def label(args) -> str:
+    """The same, as it reads in a row name."""
+    return f", embedder lr {args.embedder_lr:g}" if args.embedder_lr else ""
 
 
 def scores(x: np.ndarray, labels: list[str]) -> dict:
@@ -108,9 +120,9 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
     from coevo_ray.data import paper_preset
     from coevo_ray.tables import column_matrix, greedy_table, read_table
 
-    out = CACHE / f"{name}-{llm}-s{seed}"
+    out = CACHE / f"{name}-{llm}-s{seed}{variant(args)}"
     common = dict(n_clusters=len(set(labels)), seed=seed, output_dir=str(out),
-                  **paper_preset(name, settings(llm, args.max_tokens)))
+                  **paper_preset(name, settings(llm, args.max_tokens, args.embedder_lr)))
     start = time.perf_counter()
     model = CoEvolver(**common).fit(texts, labels, resume=True)
     seconds = round(sum(model.timings_.values()), 1)
@@ -130,7 +142,7 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
                 "concat-w2": np.hstack([l2_normalize(interp), 2.0 * l2_normalize(text)])}
         for rep, x in reps.items():
             s = scores(x, labels)
-            row = f"Ours iter-{t} ({llm}, {rep})"
+            row = f"Ours iter-{t} ({llm}, {rep}{label(args)})"
             result["rows"][row] = [s["acc"], s["nmi"]]
             result["label_free"][row] = {"stability_ari": s["stability_ari"], "silhouette": s["silhouette"],
                                          "agreement_with_text_kmeans_ari": round(float(adjusted_rand_score(
@@ -142,7 +154,7 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
     if llm == LLMS[-1] and not args.no_random:
         rand = CoEvolver(**{**common, "prefer": {**common.get("prefer", {}), "rule": "random"}}).fit(
             texts, labels, resume=True)
-        result["rows"][f"Random iter-1 ({llm}, concat)"] = [round(rand.history_[-1]["acc"], 2),
+        result["rows"][f"Random iter-1 ({llm}, concat{label(args)})"] = [round(rand.history_[-1]["acc"], 2),
                                                             round(rand.history_[-1]["nmi"], 2)]
     return result
 
@@ -187,6 +199,8 @@ def main(argv=None) -> int:
                    help="answer length: long enough that few greedy answers are cut (the result records the share)")
     p.add_argument("--no-random", action="store_true", help="skip the Random ablation of the largest LLM")
     p.add_argument("--baselines-only", action="store_true")
+    p.add_argument("--embedder-lr", type=float, default=None,
+                   help="the embedder's learning rate instead of the quick profile's (rows named with it)")
     args = p.parse_args(argv)
     args.llms = [m for m in args.llms.split(",") if m]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -226,7 +240,7 @@ def main(argv=None) -> int:
         for llm in args.llms:
             for seed in (int(s) for s in args.seeds.split(",")):
                 logging.info("quality_large: %s, %s, seed %d", name, llm, seed)
-                entry.setdefault("per_seed", {})[f"{llm}-s{seed}"] = fit_rows(name, llm, seed, texts, labels,
+                entry.setdefault("per_seed", {})[f"{llm}-s{seed}{variant(args)}"] = fit_rows(name, llm, seed, texts, labels,
                                                                              baseline_labels, args)
                 aggregate(entry)
                 save()
