@@ -34,10 +34,6 @@ from coevo_ray.rundir import fingerprint
 
 logger = logging.getLogger(__name__)
 
-#: The columns of a streamed fit's assignments (a list fit's, plus the interpretation).
-ASSIGNMENT_COLUMNS = ("id", "text", "cluster", "cluster_name", "distance", "interpretation")
-
-
 @dataclass(frozen=True)
 class SampledCorpus:
     """A corpus too large for the loop: the whole of it on the cluster, and the seeded sample the
