@@ -74,31 +74,39 @@ def settings(llm: str, max_tokens: int, embedder_lr: float | None = None) -> dic
             "cluster": {"name_clusters": False, "baseline": False}}
 
 
+def other_rate(args) -> float | None:
+    """``--embedder-lr`` where it is not the quick profile's rate for EmbeddingGemma's size."""
+    from coevo_ray.models import ModelSize, resolve_model
+    from coevo_ray.profiles import embedder_learning_rate
+
+    profile_rate = embedder_learning_rate(ModelSize.of(resolve_model(EMBEDDER)).parameters)
+    return args.embedder_lr if args.embedder_lr and args.embedder_lr != profile_rate else None
+
+
 def variant(args) -> str:
     """The suffix of a fit's cache directory and per-seed key for a non-default setting."""
-    return f"-elr{args.embedder_lr:g}" if args.embedder_lr else ""
+    return f"-elr{other_rate(args):g}" if other_rate(args) else ""
 
 
 def label(args) -> str:
     """The same, as it reads in a row name."""
-    return f", embedder lr {args.embedder_lr:g}" if args.embedder_lr else ""
+    return f", embedder lr {other_rate(args):g}" if other_rate(args) else ""
 
 
 def scores(x: np.ndarray, labels: list[str]) -> dict:
     """ACC / NMI (mean of 5 KMeans seeds) and label-free statistics of the clustering: stability
     (mean ARI between the seeds' partitions), cosine silhouette of seed 0's."""
-    from itertools import combinations
-
-    from sklearn.metrics import adjusted_rand_score, silhouette_score
+    from sklearn.metrics import silhouette_score
 
     from coevo_ray.clustering import FaissKMeans
+    from coevo_ray.clustering.stability import partition_agreement
     from coevo_ray.metrics import evaluate
 
     k = len(set(labels))
     parts = [FaissKMeans(k, seed=s).fit(x).labels_ for s in range(5)]
     runs = [evaluate(labels, p).as_dict() for p in parts]
     return {"acc": round(float(np.mean([r["acc"] for r in runs])), 2), "nmi": round(float(np.mean([r["nmi"] for r in runs])), 2),
-            "stability_ari": round(float(np.mean([adjusted_rand_score(a, b) for a, b in combinations(parts, 2)])), 4),
+            "stability_ari": round(partition_agreement(parts), 4),
             "silhouette": round(float(silhouette_score(x, parts[0], metric="cosine")), 4), "_labels": parts[0]}
 
 
@@ -159,9 +167,33 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
     return result
 
 
+def add_auto_rows(fit: dict, raw_text: dict | None) -> None:
+    """``Ours auto iter-t (<llm>)``: the row of the kind ``representation="auto"`` clusters — the
+    most stable of concat, text, interpretation and the raw texts across the 5 KMeans seeds (the
+    library's rule, ``pipeline.loop.CHOSEN_AMONG`` breaking ties; the same seeds and KMeans as its
+    default ``cluster.eval_seeds``), read from the fit's own label-free figures; ``raw_text``: the
+    set's untrained-embedder figures (``{"row": [ACC, NMI], "stability_ari": ...}``)."""
+    from coevo_ray.pipeline.loop import CHOSEN_AMONG
+
+    if raw_text is None:
+        return
+    for row in [r for r in fit["rows"] if r.endswith(", concat)") or ", concat, embedder lr" in r]:
+        kinds = {kind: row.replace(", concat", f", {kind}", 1) for kind in CHOSEN_AMONG if kind != "raw-text"}
+        if not all(k in fit["label_free"] for k in kinds.values()):
+            continue
+        stability = {kind: fit["label_free"][name]["stability_ari"] for kind, name in kinds.items()}
+        stability["raw-text"] = raw_text["stability_ari"]
+        chosen = max(CHOSEN_AMONG, key=lambda kind: stability[kind])
+        auto = row.replace("Ours ", "Ours auto ", 1).replace(", concat", "", 1)
+        fit["rows"][auto] = raw_text["row"] if chosen == "raw-text" else fit["rows"][kinds[chosen]]
+        fit.setdefault("auto_chose", {})[auto] = chosen
+
+
 def aggregate(entry: dict) -> None:
     """rows = the mean over the seeds measured; spread = their standard deviation."""
     per_seed = entry.get("per_seed", {})
+    for fit in per_seed.values():
+        add_auto_rows(fit, entry.get("raw_text"))
     names = sorted({row for fit in per_seed.values() for row in fit["rows"]})
     rows, spread = dict(entry.get("baseline_rows", {})), dict(entry.get("baseline_spread", {}))
     for row in names:
@@ -175,7 +207,8 @@ def aggregate(entry: dict) -> None:
 def markdown(result: dict) -> str:
     lines = [f"# {NAME}", "", "ACC / NMI, mean over the pipeline seeds measured (± ACC spread over them); KMeans rows: "
              "raw texts with the untrained embedder, mean (± std) over 5 KMeans seeds. Ours: EmbeddingGemma-300m "
-             "co-trained with the LLM named; Δ = ACC gain over KMeans (embeddinggemma-300m).", ""]
+             "co-trained with the LLM named, at the quick profile's embedder rate for its size (1e-6) unless a row names "
+             "another; Δ = ACC gain over KMeans (embeddinggemma-300m).", ""]
     for name, entry in result["datasets"].items():
         base = entry["rows"].get(f"KMeans ({EMBEDDER})", [0, 0])[0]
         lines += [f"## {name} ({KINDS.get(name, '?')}, n = {entry['n']}, K = {entry['k']})", "",
@@ -200,7 +233,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-random", action="store_true", help="skip the Random ablation of the largest LLM")
     p.add_argument("--baselines-only", action="store_true")
     p.add_argument("--embedder-lr", type=float, default=None,
-                   help="the embedder's learning rate instead of the quick profile's (rows named with it)")
+                   help="the embedder's learning rate instead of the quick profile's for its size "
+                        "(rows named with it where it differs)")
     args = p.parse_args(argv)
     args.llms = [m for m in args.llms.split(",") if m]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -233,6 +267,8 @@ def main(argv=None) -> int:
             entry.setdefault("baseline_rows", {})[f"KMeans ({alias})"] = [round(s["acc"], 2), round(s["nmi"], 2)]
             entry.setdefault("baseline_spread", {})[f"KMeans ({alias})"] = [round(s["acc_std"], 2), round(s["nmi_std"], 2)]
         baseline_labels = FaissKMeans(len(set(labels)), seed=0).fit(vectors[EMBEDDER]).labels_
+        raw = scores(vectors[EMBEDDER], labels)  # the raw texts as representation="auto" weighs them
+        entry["raw_text"] = {"row": [raw["acc"], raw["nmi"]], "stability_ari": raw["stability_ari"]}
         aggregate(entry)
         save()
         if args.baselines_only:

@@ -8,7 +8,9 @@ from typing import Any, Literal, get_args
 
 from coevo_ray.errors import InputError
 
-Representation = Literal["interpretation", "text", "concat"]
+# "raw-text": the texts by the embedder as loaded (the baseline's clustering); "auto": the most
+# stable of the others across KMeans seeds, chosen per fit (pipeline/loop.py).
+Representation = Literal["interpretation", "text", "concat", "raw-text", "auto"]
 PromptStyle = Literal["paper", "agnostic", "guided", "exemplars", "concise"]
 Backend = Literal["vllm", "transformers"]
 AdapterServing = Literal["auto", "merged", "lora"]  # how a DPO-trained LLM is served

@@ -66,7 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="co-evolve on a seeded sample of about this many rows, then stream every other row through "
                         "the trained LLM and embedder (resumable units; needs --k)")
     p.add_argument("--representation", default=None, choices=options(Representation),
-                   help="what KMeans clusters (default: the profile's; concat outside the paper profile)")
+                   help="what KMeans clusters (default: the profile's; concat outside the paper profile); auto: "
+                        "the most stable of concat, text, interpretation and raw-text (the untrained embedder) across "
+                        "KMeans seeds, chosen per fit")
     p.add_argument("--text-weight", type=float, default=1.0,
                    help="with --representation concat: weight of the raw-text embedding")
     p.add_argument("--prompt-style", default="guided", choices=options(PromptStyle))
@@ -195,12 +197,13 @@ def run(args, out) -> int:
             print(f"iteration {entry['iteration']}: done, no labels ({on_text})", file=out)
     if base:
         print(f"final vs baseline clustering: agreement ARI {base['agreement_ari']:.1f}; silhouette "
-              f"{base['final_silhouette']:.3f} (co-evolved, {model.config.representation}) vs {base['silhouette']:.3f} (raw texts)", file=out)
+              f"{base['final_silhouette']:.3f} (co-evolved, {model.representation_}) vs {base['silhouette']:.3f} (raw texts)", file=out)
     for c, (name, kws) in enumerate(zip(model.cluster_names_, model.cluster_keywords_)):
         print(f"  cluster {c:3d} ({int(model.cluster_sizes_[c]):4d} texts) {name}  [{', '.join(kws[:5])}]", file=out)
+    written = [name for name in ("assignments.jsonl", "assignments.parquet/", "summary.json", "report.html", "run.log")
+               if (Path(model.run_dir_) / name.rstrip("/")).exists()]  # a fit on a sample writes no JSON Lines copy
     print(f"{model.n_texts_} texts -> {model.n_clusters_} clusters in {time.perf_counter() - start:.1f} s; "
-          f"outputs in {Path(model.run_dir_)} (assignments.jsonl, assignments.parquet/, summary.json, report.html, "
-          "run.log)", file=out)
+          f"outputs in {Path(model.run_dir_)} ({', '.join(written)})", file=out)
     return 0
 
 

@@ -89,12 +89,18 @@ class CoEvolver(Params):
             corpus, sampled = _fit_corpus(texts, labels, text_field, label_field, config, self.verbose)
             if config.n_clusters != "auto" and config.n_clusters > len(corpus):
                 raise InputError(f"n_clusters={config.n_clusters} exceeds the number of texts ({len(corpus)})")
+            resolved = config.for_models()
+            if resolved is not config:
+                config = resolved
+                logger.info("embedder learning rate %g: the rate for %s's size (learning_rate=None)",
+                            config.train_embedder.learning_rate, config.embed.embedder)
             stages = resolve_stages(self.stages)
             ctx = RunContext.open(config, corpus, resume)
             _start_ray(self.verbose)
             logger.info("%s", ctx.plan.describe())
             llm_dir, embedder_dir = resolve_model(config.interpret.llm), resolve_model(config.embed.embedder)
-            log_estimate(config, ctx.model_texts(), ctx.plan, llm_dir)
+            log_estimate(config, ctx.model_texts(), ctx.plan, llm_dir,
+                         streamed=0 if sampled is None else len(sampled.dataset) - len(sampled.ids))
             result = run_coevolution(ctx, stages, llm_dir, embedder_dir)
             description = describe_clusters(ctx, stages, result)
             streamed = None
@@ -109,6 +115,7 @@ class CoEvolver(Params):
         self.distances_ = result.distances
         self.interpretations_, self.n_clusters_, self.history_ = result.interpretations, result.n_clusters, result.history
         self.baseline_, self.llm_, self.embedder_dir_ = result.baseline, result.llm, result.embedder_dir
+        self.representation_ = result.representation
         self.adapter_dir_ = result.llm.adapter
         self.cluster_keywords_, self.cluster_names_ = description.keywords, description.names
         self.cluster_examples_, self.texts_ = description.examples, list(corpus.texts)
@@ -217,7 +224,8 @@ class CoEvolver(Params):
             llm = self.llm_
             if llm.adapter is not None and llm.merged is None and ctx.plan.serve_adapter_merged:
                 llm = serving(ctx, resolve_stages(self.stages), llm, llm.adapter, "predict")
-            assigner = Assigner.of(ctx, llm, Path(self.embedder_dir_), self.cluster_centers_, self.cluster_names_)
+            assigner = Assigner.of(ctx, llm, Path(self.embedder_dir_), self.cluster_centers_, self.cluster_names_,
+                                   self.representation_)
 
             def generate(out: Path) -> None:
                 with parquet_progress(out, len(corpus), "predict-interpret"):
@@ -240,6 +248,7 @@ class CoEvolver(Params):
 
     def _representation(self, texts: Any, output_dir: str | None) -> np.ndarray:
         from coevo_ray.console import library_logging
+        from coevo_ray.models import resolve_model
         from coevo_ray.pipeline import RunContext, predict_representation, resolve_stages
         from coevo_ray.rundir import RunDir
 
@@ -249,7 +258,8 @@ class CoEvolver(Params):
             corpus = _as_corpus(texts, None, "text", None, config.interpret.max_text_chars, self.verbose)
             _start_ray(self.verbose)
             ctx = RunContext(config, RunDir(output_dir or self.run_dir_), corpus, self.prompt_exemplars_)
-            return predict_representation(ctx, resolve_stages(self.stages), self.llm_, self.embedder_dir_)
+            return predict_representation(ctx, resolve_stages(self.stages), self.llm_, self.embedder_dir_,
+                                          self.representation_, resolve_model(config.embed.embedder))
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model to ``path`` (see :mod:`coevo_ray.model_io`)."""
@@ -260,7 +270,7 @@ class CoEvolver(Params):
         state = {"estimator": "CoEvolver", "config": self.config.to_dict(), "n_clusters": self.n_clusters_,
                  "exemplars": list(self.prompt_exemplars_), "cluster_keywords": self.cluster_keywords_,
                  "cluster_names": self.cluster_names_, "cluster_examples": self.cluster_examples_,
-                 "history": self.history_}
+                 "history": self.history_, "representation": self.representation_}
         labels = getattr(self, "labels_", np.zeros(0, dtype=np.int64))  # none for a path streamed past the sample
         return save_model(path, state, self.cluster_centers_, labels, self.llm_.adapter,
                           Path(self.embedder_dir_) if trained_embedder else None)
@@ -279,6 +289,7 @@ class CoEvolver(Params):
         model.cluster_keywords_, model.cluster_names_ = manifest["cluster_keywords"], manifest["cluster_names"]
         model.cluster_examples_ = manifest.get("cluster_examples", [[] for _ in range(model.n_clusters_)])
         model.history_, model.run_dir_ = manifest.get("history", []), None
+        model.representation_ = manifest.get("representation", config.representation)
         model.prompt_exemplars_ = tuple(manifest.get("exemplars", ()))
         model.llm_ = LLMWeights(resolve_model(config.interpret.llm), adapter)
         model.adapter_dir_ = adapter

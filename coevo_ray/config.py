@@ -133,7 +133,9 @@ class ClusterConfig:
 
     normalize: bool = True
     niter: int = 25
-    eval_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # paper: mean over 5 KMeans seeds
+    # KMeans seeds a clustering is scored over: ACC/NMI with labels (paper: the mean over 5 seeds),
+    # and without labels the stability representation="auto" chooses by.
+    eval_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     # representation="concat": [E(interpretation), w·E(text)], both L2-normalised. 1.0 is the
     # Keyphrase baseline; w > 1 leans on the text when a small LLM drifts off it.
     text_weight: float = 1.0
@@ -225,6 +227,9 @@ class CoEvolverConfig:
                              "centres are fitted on")
         if isinstance(self.stream_unit_rows, bool) or not isinstance(self.stream_unit_rows, int) or self.stream_unit_rows < 1:
             raise InputError(f"stream_unit_rows must be a positive integer, got {self.stream_unit_rows!r}")
+        if self.representation == "auto" and len(set(self.cluster.eval_seeds)) < 2:
+            raise InputError("representation='auto' compares KMeans partitions across cluster.eval_seeds: give at "
+                             f"least 2 distinct seeds, got {self.cluster.eval_seeds!r}")
         if self.iterations > 0 and len(self.interpret.temperatures) < 2:
             raise InputError("iterations >= 1 need at least 2 temperatures (the greedy one and a sampled one) "
                              "to form preference pairs")
@@ -245,6 +250,17 @@ class CoEvolverConfig:
         if embedder is not None:
             config.embed = replace(config.embed, embedder=embedder)
         return config
+
+    def for_models(self) -> "CoEvolverConfig":
+        """This configuration with what depends on the models' sizes filled in, as a fit starts
+        (the embedder's weights are read for their size, not loaded): the embedder learning rate
+        that ``train_embedder.learning_rate=None`` stands for."""
+        if not self.train_embedder.enabled or self.train_embedder.learning_rate is not None:
+            return self
+        from coevo_ray.models import ModelSize, resolve_model
+
+        size = ModelSize.of(resolve_model(self.embed.embedder))
+        return replace(self, train_embedder=self.train_embedder.for_embedder(size.parameters))
 
     def estimator_params(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this configuration through ``CoEvolver``."""

@@ -87,24 +87,29 @@ class FitCost:
     dpo_s: float
     other_s: float
     gflops: float
+    streamed: int = 0  # rows of a fit on a sample that the final LLM answers once, after the loop
+    stream_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.generation_s + self.dpo_s + self.other_s
+        return self.generation_s + self.dpo_s + self.other_s + self.stream_s
 
     def describe(self) -> str:
         def minutes(s: float) -> str:
             return f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
 
+        stream = (f", the streaming pass over {self.streamed:,} more rows ≈ {minutes(self.stream_s)}"
+                  if self.streamed else "")
         return (f"cost estimate: {self.answers:,} LLM answers ≈ {minutes(self.generation_s)}, ≤ {self.pairs:,} DPO "
-                f"pairs ≈ {minutes(self.dpo_s)}, other stages ≈ {minutes(self.other_s)}: about "
+                f"pairs ≈ {minutes(self.dpo_s)}, other stages ≈ {minutes(self.other_s)}{stream}: about "
                 f"{minutes(self.total_s)} on this machine (matrix speed {self.gflops:.0f} GFLOP/s measured now; "
                 "a rough figure, see docs/performance.md)")
 
 
 def estimate(config: "CoEvolverConfig", n_texts: int, mean_chars: float, llm_dir: Path,
-             gflops: float | None = None) -> FitCost:
-    """The cost of fitting ``config`` on ``n_texts`` texts of ``mean_chars`` characters."""
+             gflops: float | None = None, streamed: int = 0) -> FitCost:
+    """The cost of fitting ``config`` on ``n_texts`` texts of ``mean_chars`` characters, and of
+    streaming ``streamed`` more rows through the final LLM and embedder (a fit on a sample)."""
     interp, last = config.interpret, config.iterations
     temps = len(interp.temperatures)
     # Each LLM generates once: every temperature when another iteration follows, greedy otherwise.
@@ -121,18 +126,25 @@ def estimate(config: "CoEvolverConfig", n_texts: int, mean_chars: float, llm_dir
     dpo = dpo_flops(body, head, pairs * (SHARED_PROMPT_TOKENS + own), pairs * 2 * out)
     trainings = last + (last + 1) * int(config.train_embedder.enabled)
     engines = (last + 1) + int(config.cluster.name_clusters) + last * int(last > 0)  # generations, names, merges
+    # The pass: one greedy answer per row, and per unit a generation and an embedding actor pool.
+    units = -(-streamed // config.stream_unit_rows)
+    stream_flops = units * generation_flops(body, head, SHARED_PROMPT_TOKENS, 0, 0) + generation_flops(
+        body, head, 0, streamed * own, streamed * out)
     return FitCost(answers=answers, pairs=pairs, generation_s=gen_flops / (GENERATION_SHARE * gflops * 1e9),
                    dpo_s=dpo / (DPO_SHARE * gflops * 1e9), other_s=trainings * TRAINING_START_S + engines * ENGINE_START_S,
-                   gflops=gflops)
+                   gflops=gflops, streamed=streamed,
+                   stream_s=stream_flops / (GENERATION_SHARE * gflops * 1e9) + 2 * units * ENGINE_START_S)
 
 
-def log_estimate(config: "CoEvolverConfig", texts: list[str], plan: "HardwarePlan", llm_dir: Path) -> FitCost | None:
-    """Log the estimate of a fit before it starts (one line); None on GPU clusters."""
+def log_estimate(config: "CoEvolverConfig", texts: list[str], plan: "HardwarePlan", llm_dir: Path,
+                 streamed: int = 0) -> FitCost | None:
+    """Log the estimate of a fit before it starts (one line); None on GPU clusters. ``streamed``:
+    the rows outside the sample of a fit on a sample."""
     if plan.topology.gpus:
         logger.info("cost estimate: none for GPU clusters (no measured rate; docs/performance.md gives the formula)")
         return None
     try:
-        cost = estimate(config, len(texts), sum(map(len, texts)) / max(len(texts), 1), llm_dir)
+        cost = estimate(config, len(texts), sum(map(len, texts)) / max(len(texts), 1), llm_dir, streamed=streamed)
     except Exception as exc:  # noqa: BLE001 — an estimate never stops a fit (weights not in safetensors, …)
         logger.info("cost estimate: unavailable (%s: %s)", type(exc).__name__, exc)
         return None

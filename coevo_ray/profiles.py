@@ -1,8 +1,8 @@
 """Named setting bundles, the same for ``CoEvolver(profile=...)`` and the CLI's ``--profile``.
 
 ``quick`` (the default of both) is sized for a laptop-class CPU: one iteration, two candidates,
-short interpretations, ≤ 96 DPO pairs and an embedder learning rate a small model actually moves
-at. ``paper`` is the paper's appendix A.1 (4 candidates, 2 iterations, R = 100, ≤ 10k DPO pairs,
+short interpretations, ≤ 96 DPO pairs and an embedder learning rate chosen by the embedder's size
+(:func:`embedder_learning_rate`). ``paper`` is the paper's appendix A.1 (4 candidates, 2 iterations, R = 100, ≤ 10k DPO pairs,
 embedder lr 3e-7; the config dataclasses' own defaults) with its final step, KMeans on the
 interpretations alone. ``gpu`` is ``paper`` with the paper's models by hub id (Qwen2.5-7B-Instruct,
 e5-large) for a GPU cluster: bf16 engines serving the DPO adapter through vLLM LoRA, DPO under
@@ -26,7 +26,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "iterations": 1,
         "interpret": {"temperatures": (0.0, 1.0), "max_tokens": 48},
         "prefer": {"n_runs": 20, "max_pairs": 96},
-        "train_embedder": {"learning_rate": 1e-5},
+        "train_embedder": {"learning_rate": None},  # None: embedder_learning_rate(the embedder's size)
     },
     "paper": {"representation": "interpretation"},
     "gpu": {
@@ -37,6 +37,20 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train_llm": {"bf16": True, "deepspeed": True},
     },
 }
+
+
+#: ``learning_rate=None``'s embedder rate: below ``LARGE_EMBEDDER_PARAMS`` parameters the usual
+#: sentence-transformers fine-tuning rate, which a 22M MiniLM needs to move at all over a few
+#: hundred pairs (the paper's 3e-7 is for e5-large); from there a tenth of it: EmbeddingGemma-300m
+#: trained at the small model's rate on a 135M LLM's answers clusters the texts worse after its
+#: second round, at a tenth better than untrained (benchmarks/results/quality-cpu-large.md, bank77).
+SMALL_EMBEDDER_LR, LARGE_EMBEDDER_LR, LARGE_EMBEDDER_PARAMS = 1e-5, 1e-6, 100_000_000
+
+
+def embedder_learning_rate(parameters: int) -> float:
+    """The embedder learning rate ``EmbedderTrainConfig(learning_rate=None)`` stands for, for an
+    embedder of ``parameters`` parameters (0: not known, taken as small)."""
+    return LARGE_EMBEDDER_LR if parameters >= LARGE_EMBEDDER_PARAMS else SMALL_EMBEDDER_LR
 
 
 def profile_settings(name: str | None) -> dict[str, Any]:

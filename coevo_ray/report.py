@@ -115,7 +115,8 @@ def write_report(out_dir: str | Path, summary: dict[str, Any], embeddings: np.nd
         f"<h1>coevo_ray run report</h1><p class=\"meta\">{summary.get('n_texts', '?')} texts → "
         f"{len(clusters)} clusters · task <code>{esc(str(cfg.get('task')))}</code> · LLM "
         f"<code>{esc(str(cfg.get('interpret', {}).get('llm')))}</code> · embedder "
-        f"<code>{esc(str(cfg.get('embed', {}).get('embedder')))}</code> · iterations {cfg.get('iterations')}</p>",
+        f"<code>{esc(str(cfg.get('embed', {}).get('embedder')))}</code> · iterations {cfg.get('iterations')} · "
+        f"clustered: <code>{esc(str(summary.get('representation', cfg.get('representation'))))}</code></p>",
         "<h2>Iterations</h2>" + _table(["iteration", "ACC", "NMI", "ARI", "parse fallbacks",
                                         "on-text cos (matched / shuffled)"], metric_rows, "metrics"),
         comparison,

@@ -214,4 +214,10 @@ def test_the_cost_estimate_counts_the_fits_work(smollm2_dir):
                       gflops=100.0)
     assert longer.generation_s > cost.generation_s and longer.dpo_s > cost.dpo_s
     assert estimate(quick, 240, 60.0, smollm2_dir, gflops=200.0).generation_s == pytest.approx(cost.generation_s / 2)
-    assert "cost estimate: 720 LLM answers" in cost.describe()
+    assert "cost estimate: 720 LLM answers" in cost.describe() and "streaming" not in cost.describe()
+    # A fit on a sample also prices the pass over the rows outside it: about linear in them.
+    sampled = estimate(quick, 240, 60.0, smollm2_dir, gflops=100.0, streamed=20_000)
+    bigger = estimate(quick, 240, 60.0, smollm2_dir, gflops=100.0, streamed=40_000)
+    assert sampled.answers == cost.answers and sampled.total_s == pytest.approx(cost.total_s + sampled.stream_s)
+    assert 1.8 * sampled.stream_s < bigger.stream_s < 2.2 * sampled.stream_s
+    assert "the streaming pass over 20,000 more rows" in sampled.describe()

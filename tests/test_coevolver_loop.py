@@ -19,7 +19,7 @@ QUICK = dict(
     prefer={"n_runs": 5, "max_pairs": 24},
     # lr above the paper's 1e-5 so that 3 steps visibly move the LLM's greedy outputs.
     train_llm={"max_steps": 3, "per_device_batch_size": 2, "learning_rate": 1e-3, "max_length": 384},
-    train_embedder={"max_steps": 2, "batch_size": 16, "learning_rate": 1e-5},
+    train_embedder={"max_steps": 2, "batch_size": 8, "learning_rate": 1e-5},  # 40 texts, 2 workers: 2 steps
     cluster={"name_clusters": False},  # naming is covered in test_product.py
 )
 # The default representation ("concat") embeds the texts with each iteration's embedder.
@@ -33,7 +33,7 @@ STAGES = ["baseline-embed-texts", "iter0-embed-candidates", "iter0-embed-interpr
 
 @pytest.fixture(scope="module")
 def fitted(ray_session, tmp_path_factory):
-    texts, labels = read_jsonl("bank77.jsonl", n=64, seed=2)
+    texts, labels = read_jsonl("bank77.jsonl", n=40, seed=2)
     out = tmp_path_factory.mktemp("loop")
     model = CoEvolver(task=TASK, n_clusters=len(set(labels)), output_dir=str(out), **QUICK).fit(texts, labels)
     return model, texts, labels, out

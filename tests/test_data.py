@@ -147,6 +147,27 @@ def test_paper_presets_apply_the_topic_sets_dec_weight():
         paper_preset("my_corpus")
 
 
+def test_the_quick_profile_picks_the_embedder_rate_by_the_embedders_size(minilm_dir):
+    """``learning_rate=None`` (the quick profile's) becomes the rate for the embedder's size when a
+    fit starts, read from its weights' headers; an explicit rate and the paper's stay as given."""
+    from coevo_ray.config import CoEvolverConfig
+    from coevo_ray.profiles import LARGE_EMBEDDER_LR, LARGE_EMBEDDER_PARAMS, SMALL_EMBEDDER_LR
+    from coevo_ray.train_embedder import EmbedderTrainConfig
+
+    def config(**params):
+        return CoEvolverConfig.from_params(task="intent: request", n_clusters=5, embedder=str(minilm_dir), **params)
+
+    quick = config(profile="quick")
+    assert quick.train_embedder.learning_rate is None
+    assert quick.for_models().train_embedder.learning_rate == SMALL_EMBEDDER_LR  # MiniLM: 22.7M parameters
+    assert config(profile="quick", train_embedder={"learning_rate": 3e-6}).for_models().train_embedder.learning_rate == 3e-6
+    assert config(profile="paper").for_models().train_embedder.learning_rate == 3e-7
+    assert config(profile="quick", train_embedder={"enabled": False}).for_models().train_embedder.learning_rate is None
+    large = EmbedderTrainConfig(learning_rate=None).for_embedder(LARGE_EMBEDDER_PARAMS)
+    assert large.learning_rate == LARGE_EMBEDDER_LR < SMALL_EMBEDDER_LR
+    assert EmbedderTrainConfig(learning_rate=None).for_embedder(0).learning_rate == SMALL_EMBEDDER_LR  # not known
+
+
 def _slow_on_even_blocks(batch):
     import time
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from coevo_ray.config import CoEvolverConfig
 from coevo_ray.data import load_corpus
@@ -14,7 +16,7 @@ from coevo_ray.pipeline import RunContext, run_coevolution
 from coevo_ray.pipeline.embedding import TextsStage
 from coevo_ray.pipeline.outputs import describe_clusters, write_outputs
 from coevo_ray.tables import column_matrix, greedy_table, read_table
-from coevo_ray.testing import FakeStage, fake_stages
+from coevo_ray.testing import DIM, FakeEmbed, FakeInterpret, FakeStage, fake_stages, topic_of
 
 TOPICS = 4
 TEXTS = [f"a request about topic{i % TOPICS} number {i}" for i in range(24)]
@@ -124,6 +126,71 @@ def test_without_pairs_the_llm_is_left_as_it_is(tmp_path):
     assert result.llm.adapter is None and "dpo" not in result.history[1]
 
 
+class OffTopicInterpret(FakeInterpret):
+    """Answers in two groups that cut across the texts' four topics: four clusters of the
+    interpretations split two groups where each seed likes, and the two halves of concat
+    disagree; only the texts hold four clear groups."""
+
+    def _write(self, ctx, out, llm, temperatures, step=""):
+        rows = []
+        for i, text in enumerate(ctx.model_texts()):
+            topic = 10 + (i // 3) % 2
+            for c, _ in enumerate(temperatures):
+                answer = f"about topic{topic} ({c}, {Path(llm.engine_dirs[0]).name}), text {i}"
+                rows.append({"id": i, "candidate": c, "text": text, "raw": answer, "interpretation": answer,
+                             "keywords": [f"topic{topic}"], "fallback": "", "repaired": False, "finish_reason": "stop"})
+        pq.write_table(pa.Table.from_pylist(rows), out / "part-0.parquet")
+
+
+class DriftingEmbed(FakeEmbed):
+    """A trained embedder (its directory is an iteration's stage) that lost the texts' topics."""
+
+    def _write(self, ctx, out, source, column, emb_dir, greedy_only=False):
+        super()._write(ctx, out, source, column, emb_dir, greedy_only)
+        if column == "text" and emb_dir.name.startswith("iter"):
+            table = pq.read_table(out / "part-0.parquet")
+            noise = np.random.default_rng(len(table)).normal(0, 1, (len(table), DIM)).astype(np.float32)
+            pq.write_table(table.set_column(table.column_names.index("embedding"), "embedding",
+                                            pa.FixedSizeListArray.from_arrays(noise.reshape(-1), DIM)),
+                           out / "part-0.parquet")
+
+
+def test_auto_clusters_the_most_stable_representation_and_says_why(tmp_path):
+    """representation="auto": the KMeans partitions of each kind across the evaluation seeds; the
+    one they agree on most is clustered, per iteration, and recorded with the figures."""
+    off_topic = {**fake_stages(), "interpret": OffTopicInterpret("interpret", "interpret")}
+    ctx, _, result = _fit(tmp_path, representation="auto", stages=off_topic)
+    assert result.representation == "text" and result.embeddings.shape[1] == DIM  # the texts' vectors alone
+    for h in result.history:
+        stability = h["representation_choice"]["stability_ari"]
+        assert h["representation"] == "text" and set(stability) == {"concat", "text", "interpretation", "raw-text"}
+        assert stability["text"] > max(stability["concat"], stability["interpretation"])
+        assert stability["text"] == stability["raw-text"]  # a tie: the co-trained embedder's is taken
+        assert h["acc"] == 100.0  # the texts' topics are the labels
+    assert "iter2-choose-representation" in ctx.timings
+    # An embedder whose training lost the topics: the raw texts, the baseline's clustering.
+    _, _, fallen = _fit(tmp_path / "drift", representation="auto", stages={**off_topic, "embed": DriftingEmbed(
+        "embed", "embed")})
+    assert fallen.representation == "raw-text" and fallen.history[-1]["acc"] == 100.0
+    assert fallen.baseline["agreement_ari"] == 100.0  # the same partition as the baseline's
+    # Interpretations on their texts' topics: every kind is as stable; a tie keeps concat.
+    _, _, agreed = _fit(tmp_path / "on-topic", representation="auto")
+    assert agreed.representation == "concat" and agreed.history[-1]["representation"] == "concat"
+    # The configured kind is used as is, and recorded.
+    _, _, fixed = _fit(tmp_path / "fixed", representation="interpretation")
+    assert fixed.representation == "interpretation" and "representation_choice" not in fixed.history[-1]
+
+
+def test_auto_needs_two_kmeans_seeds():
+    import pytest
+
+    from coevo_ray.errors import InputError
+
+    with pytest.raises(InputError, match="representation='auto' compares KMeans partitions"):
+        CoEvolverConfig(task="intent: user intent", n_clusters=TOPICS, representation="auto",
+                        cluster={"eval_seeds": (0,)})
+
+
 def test_auto_k_is_fixed_on_iteration_0s_interpretations(tmp_path):
     ctx, _, result = _fit(tmp_path, n_clusters="auto", iterations=0, cluster={"auto_k_max": 8})
     assert result.n_clusters == TOPICS and result.history[0]["auto_k"]["k"] == TOPICS
@@ -153,3 +220,12 @@ def test_the_estimator_takes_plug_in_stages(ray_session, tmp_path):
     labels = model.fit(TEXTS, LABELS).labels_
     assert model.history_[-1]["acc"] == 100.0 and len(set(labels)) == TOPICS
     assert (model.run_dir_ / "summary.json").exists() and model.cluster_names_[labels[0]] == "Cluster of topic0"
+    assert model.representation_ == "concat"
+    # representation="auto": what the fit chose is what predict assigns in, and what save/load keep.
+    auto = CoEvolver(task="intent: user intent", n_clusters=TOPICS, iterations=1, llm=str(tmp_path / "llm"),
+                     embedder=str(tmp_path / "embedder"), output_dir=str(tmp_path / "auto"), representation="auto",
+                     stages={**fake_stages(), "interpret": OffTopicInterpret("interpret", "interpret")}).fit(TEXTS, LABELS)
+    assert auto.representation_ == "text" and auto.config.representation == "auto"
+    assert json.loads((auto.run_dir_ / "summary.json").read_text())["representation"] == "text"
+    assert auto.predict(TEXTS).tolist() == auto.labels_.tolist()  # in another kind's space it would not run
+    assert CoEvolver.load(auto.save(tmp_path / "saved")).representation_ == "text"

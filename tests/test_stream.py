@@ -20,7 +20,7 @@ from coevo_ray.testing import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "utterance scenario: life scenario"
-N, SAMPLE, UNIT = 36, 20, 18  # two units: the kill test stops after the first
+N, SAMPLE, UNIT = 36, 20, 18  # two units: the kill test stops the driver in the second
 COLUMNS = ["id", "text", "cluster", "cluster_name", "distance", "interpretation"]
 
 
@@ -95,8 +95,8 @@ def test_every_row_is_assigned_once_and_the_sample_as_the_list_fit_assigns_it(st
 
 
 def test_a_driver_killed_during_the_stream_resumes_to_the_same_shards(streamed, data, tmp_path):
-    """A copy of the run without its streamed units; a driver (another process, joined to this
-    cluster) killed once the first unit is committed; the rerun with resume ends with the
+    """A copy of the run that kept its first committed unit only; a driver (another process,
+    joined to this cluster) killed while it builds the second; the rerun with resume ends with the
     uninterrupted run's assignments, each id once, and did not redo the committed unit."""
     import ray
 
@@ -106,7 +106,8 @@ def test_a_driver_killed_during_the_stream_resumes_to_the_same_shards(streamed, 
     run = tmp_path / "run"
     shutil.copytree(streamed.run_dir_, run)
     for path in (run / "stages").glob("stream-0*"):
-        shutil.rmtree(path)
+        if not path.name.startswith("stream-00001-"):
+            shutil.rmtree(path)
     shutil.rmtree(run / "assignments.parquet")
     (run / "summary.json").unlink()
     script = (f"import json, sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r})\n"
@@ -119,18 +120,20 @@ def test_a_driver_killed_during_the_stream_resumes_to_the_same_shards(streamed, 
                              start_new_session=True)
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None:
-        if any((run / "stages").glob("stream-00001-*")):  # committed: renamed into place when complete
+        if any((run / "stages").glob(".stream-00002-*")):  # unit 2 is being built (renamed into place when complete)
             break
         time.sleep(0.5)
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    assert not (run / "summary.json").exists()  # killed before the end
+    assert not (run / "summary.json").exists()  # killed before the end ...
+    assert not any((run / "stages").glob("stream-00002-*"))  # ... and before unit 2 was committed
 
     resumed = CoEvolver(task=TASK, n_clusters=len(set(labels)), output_dir=str(run), **_settings()).fit(
         str(folder), label_field="label", resume=True)
     summary = json.loads((run / "summary.json").read_text())
-    assert "stream-00001" in summary["reused_stages"], (summary["reused_stages"], summary["timings_s"])
+    reused = [s for s in summary["reused_stages"] if s.startswith("stream-0")]  # the numbered units
+    assert reused == ["stream-00001"], (summary["reused_stages"], summary["timings_s"])
     assert _table(resumed).equals(_table(streamed))
 
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from coevo_ray.clustering import FaissKMeans, l2_normalize
+from coevo_ray.clustering import FaissKMeans, kmeans_stability, l2_normalize
 from coevo_ray.interpret.parsing import format_failure
 from coevo_ray.metrics import ON_TEXT_MIN_GAP, compare_clusterings, evaluate_kmeans_protocol
 from coevo_ray.pipeline.context import LLMWeights, RunContext
@@ -42,6 +42,13 @@ class FitResult:
     llm: LLMWeights
     embedder_dir: Path
     generated: Path  # the last generation stage (greedy answers: keywords for the descriptions)
+    representation: str  # what was clustered: the configured kind, or the one "auto" chose
+
+
+#: The kinds ``representation="auto"`` chooses among, in the order that breaks a tie. "raw-text"
+#: (the baseline's clustering) is among them so that a fit whose co-evolution made every other
+#: kind less reproducible than the raw texts falls back to them.
+CHOSEN_AMONG = ("concat", "text", "interpretation", "raw-text")
 
 
 def _kmeans(ctx: RunContext, k: int) -> FaissKMeans:
@@ -57,10 +64,14 @@ def serving(ctx: RunContext, stages: Mapping[str, Stage], llm: LLMWeights, adapt
     return LLMWeights(llm.base, adapter, merged)
 
 
-def representation(ctx: RunContext, stages: Mapping[str, Stage], embedded: Path, emb_dir: Path,
-                   step: str) -> np.ndarray:
-    """What is clustered: the greedy interpretations' embeddings, the texts', or both (concat)."""
-    kind = ctx.config.representation
+def representation(ctx: RunContext, stages: Mapping[str, Stage], embedded: Path | None, emb_dir: Path,
+                   step: str, kind: str | None = None, base_emb_dir: Path | None = None) -> np.ndarray:
+    """What is clustered: the greedy interpretations' embeddings, the texts', or both (concat), by
+    the embedder ``emb_dir``; "raw-text": the texts by the embedder as loaded (``base_emb_dir``),
+    the baseline's vectors. ``kind``: the configured one unless given (never "auto")."""
+    kind = kind or ctx.config.representation
+    if kind == "raw-text":  # named as the baseline's stage in a fit: the same work, done once
+        return _text_vectors(ctx, stages, base_emb_dir, "predict" if step == "predict" else "baseline")
     parts = []
     if kind in ("interpretation", "concat"):
         parts.append(column_matrix(greedy_table(embedded, ["id", "embedding"]), "embedding"))
@@ -69,6 +80,27 @@ def representation(ctx: RunContext, stages: Mapping[str, Stage], embedded: Path,
     if len(parts) == 1:
         return parts[0]
     return np.hstack([l2_normalize(parts[0]), ctx.config.cluster.text_weight * l2_normalize(parts[1])])
+
+
+def choose_representation(ctx: RunContext, stages: Mapping[str, Stage], embedded: Path, emb_dir: Path, step: str,
+                          k: int, base_emb_dir: Path) -> tuple[str, np.ndarray, dict[str, Any]]:
+    """The configured representation, or for ``"auto"`` the most stable of ``CHOSEN_AMONG``: the
+    one whose KMeans partitions agree most across the evaluation seeds (mean pairwise ARI). A
+    rule that needs no labels; what it gives on the quality sets is in docs/results.md."""
+    kind = ctx.config.representation
+    if kind != "auto":
+        return kind, representation(ctx, stages, embedded, emb_dir, step, kind, base_emb_dir), {}
+    cfg = ctx.config.cluster
+    start = time.perf_counter()
+    candidates = {c: representation(ctx, stages, embedded, emb_dir, step, c, base_emb_dir) for c in CHOSEN_AMONG}
+    stability = {c: round(kmeans_stability(x, k, cfg.eval_seeds, cfg.niter, cfg.normalize), 4)
+                 for c, x in candidates.items()}
+    chosen = max(CHOSEN_AMONG, key=lambda c: stability[c])  # the first of CHOSEN_AMONG on a tie
+    ctx.timings[f"{step}-choose-representation"] = round(time.perf_counter() - start, 2)
+    logger.info("%s: representation %s, the most stable across %d KMeans seeds (mean pairwise ARI: %s)", step,
+                chosen, len(cfg.eval_seeds), ", ".join(f"{c} {v:.3f}" for c, v in stability.items()))
+    return chosen, candidates[chosen], {"rule": "most stable across KMeans seeds (mean pairwise ARI)",
+                                        "stability_ari": stability}
 
 
 def _text_vectors(ctx: RunContext, stages: Mapping[str, Stage], emb_dir: Path, step: str) -> np.ndarray:
@@ -107,7 +139,8 @@ def _record(ctx: RunContext, stages: Mapping[str, Stage], iteration: int, genera
     guard = entry["on_text"] = json.loads((guard_dir / "on_text.json").read_text())
     if guard["gap"] < ON_TEXT_MIN_GAP:
         logger.warning("iteration %d: interpretations barely relate to their texts (cos %.2f matched vs %.2f "
-                       "shuffled); clustering the raw texts (representation='text') may do better",
+                       "shuffled); clustering the texts (representation='text' or 'raw-text', or 'auto' to "
+                       "choose) may do better",
                        iteration, guard["matched"], guard["shuffled"])
     if ctx.corpus.labels is not None:
         cfg = ctx.config.cluster
@@ -175,9 +208,12 @@ def run_coevolution(ctx: RunContext, stages: Mapping[str, Stage], llm_dir: Path,
                                     greedy_emb=before, iteration=t)
             extra["embedder"] = json.loads((emb_dir / "embedder_metrics.json").read_text())
         embedded = embed(step, "candidates" if t < last else "interpretations-final", generated)
-        rep = representation(ctx, stages, embedded, emb_dir, step)
         if k is None:
             k, extra["auto_k"] = estimate_k(ctx, embedded, step)
+        kind, rep, choice = choose_representation(ctx, stages, embedded, emb_dir, step, k, embedder_dir)
+        extra["representation"] = kind
+        if choice:
+            extra["representation_choice"] = choice
         history.append(_record(ctx, stages, t, generated, emb_dir, rep, k, extra))
 
     start = time.perf_counter()
@@ -186,16 +222,19 @@ def run_coevolution(ctx: RunContext, stages: Mapping[str, Stage], llm_dir: Path,
     interpretations = greedy_table(generated, ["id", "interpretation"]).column("interpretation").to_pylist()
     base = baseline(ctx, stages, embedder_dir, rep, km.labels_, k) if cfg.cluster.baseline else None
     return FitResult(km.labels_, km.cluster_centers_, km.distances_, rep, interpretations, k, history, base,
-                     llm, emb_dir, generated)
+                     llm, emb_dir, generated, kind)
 
 
 def predict_representation(ctx: RunContext, stages: Mapping[str, Stage], llm: LLMWeights,
-                           emb_dir: Path) -> np.ndarray:
-    """The representation of ``ctx.corpus`` under a fitted LLM and embedder (greedy answers)."""
+                           emb_dir: Path, kind: str, base_emb_dir: Path) -> np.ndarray:
+    """The representation ``kind`` (what the fit clustered) of ``ctx.corpus`` under a fitted LLM
+    and embedder (greedy answers); "raw-text" needs neither, only the embedder as loaded."""
+    if kind == "raw-text":
+        return representation(ctx, stages, None, emb_dir, "predict", kind, base_emb_dir)
     if llm.adapter is not None and llm.merged is None and ctx.plan.serve_adapter_merged:
         llm = serving(ctx, stages, llm, llm.adapter, "predict")
     generated = ctx.run_stage(stages["interpret"], "predict", llm=llm,
                               temperatures=ctx.config.interpret.temperatures[:1], step="predict")
     embedded = ctx.run_stage(stages["embed"], "predict", "interpretations", source=generated,
                              column="interpretation", emb_dir=emb_dir)
-    return representation(ctx, stages, embedded, emb_dir, "predict")
+    return representation(ctx, stages, embedded, emb_dir, "predict", kind, base_emb_dir)

@@ -110,6 +110,7 @@ def write_outputs(ctx: RunContext, result: FitResult, description: Description,
         "n_fit_rows": len(ctx.corpus),
         "assignments": None if streamed is None else [str(d) for d in streamed.dirs],
         "n_clusters": result.n_clusters,
+        "representation": result.representation,  # what was clustered ("auto": the kind it chose)
         "corpus": ctx.corpus.stats,
         "timings_s": ctx.timings,
         "reused_stages": ctx.run.reused,

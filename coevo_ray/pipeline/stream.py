@@ -102,7 +102,7 @@ def stream_fit(ctx: RunContext, sampled: SampledCorpus, result, names: list[str]
     streamed through the final LLM, embedder and centres (``result``: the loop's FitResult)."""
     sample_dir = write_sample_unit(ctx, sampled.ids, ctx.model_texts(), result.labels, result.distances,
                                    result.interpretations, names)
-    assigner = Assigner.of(ctx, result.llm, result.embedder_dir, result.cluster_centers, names)
+    assigner = Assigner.of(ctx, result.llm, result.embedder_dir, result.cluster_centers, names, result.representation)
     dirs, sizes = stream_corpus(ctx, sampled.dataset, sampled.key, assigner, sampled.fraction, sampled.seed,
                                 ctx.config.stream_unit_rows)
     sizes = sizes + np.bincount(result.labels, minlength=len(names))[: len(names)]
@@ -128,15 +128,21 @@ class Assigner:
     names: tuple[str, ...]
 
     @classmethod
-    def of(cls, ctx: RunContext, llm: LLMWeights, emb_dir: Path, centers: np.ndarray, names: list[str]) -> "Assigner":
+    def of(cls, ctx: RunContext, llm: LLMWeights, emb_dir: Path, centers: np.ndarray, names: list[str],
+           representation: str) -> "Assigner":
+        """``representation``: what the fit clustered (the configured kind, or the one "auto" chose);
+        "raw-text" places the texts by the embedder as loaded."""
         from coevo_ray.embed import model_prompt
+        from coevo_ray.models import resolve_model
         from coevo_ray.pipeline.generation import InterpretStage
 
         cfg = ctx.config
+        if representation == "raw-text":
+            representation, emb_dir = "text", resolve_model(cfg.embed.embedder)
         spec, settings = InterpretStage().settings(ctx, llm, cfg.interpret.temperatures[:1])
         return cls(spec, settings, ctx.plan.generation, ctx.plan.embedding, str(emb_dir),
                    model_prompt(emb_dir, cfg.embed.prompt_name), cfg.embed.batch_size,
-                   np.asarray(centers, np.float32), cfg.cluster.normalize, cfg.representation, cfg.cluster.text_weight,
+                   np.asarray(centers, np.float32), cfg.cluster.normalize, representation, cfg.cluster.text_weight,
                    tuple(names))
 
     def key(self) -> str:

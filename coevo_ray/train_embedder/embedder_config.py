@@ -3,7 +3,7 @@ say where a small CPU model may want something else."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from coevo_ray.choices import NegativeSource, check_choice
 from coevo_ray.errors import InputError
@@ -12,8 +12,9 @@ from coevo_ray.errors import InputError
 class EmbedderTrainConfig:
     enabled: bool = True  # False: the embedder stays as loaded (the "w/o training" ablation)
     # Paper A.1: Adam, lr 3e-7, batch 32 — tuned for e5-large (335M). A 22M MiniLM barely moves
-    # at 3e-7 over a few hundred pairs; 1e-5 is the usual sentence-transformers fine-tuning rate.
-    learning_rate: float = 3e-7
+    # at 3e-7 over a few hundred pairs. None: the rate for the embedder's size, set when the fit
+    # starts (coevo_ray.profiles.embedder_learning_rate; the quick profile's choice).
+    learning_rate: float | None = 3e-7
     batch_size: int = 32  # per worker: in-batch negatives come from the worker's own batch
     epochs: int = 1  # not given in the paper
     max_steps: int = -1  # > 0 caps the optimizer steps (tests, quick profiles)
@@ -37,9 +38,18 @@ class EmbedderTrainConfig:
         check_choice("negatives source", self.negatives, NegativeSource)
         if self.batch_size < 2:
             raise InputError(f"embedder batch_size must be >= 2 (in-batch negatives), got {self.batch_size}")
-        if self.tau <= 0 or self.learning_rate <= 0:
+        if self.tau <= 0 or (self.learning_rate is not None and self.learning_rate <= 0):
             raise InputError("tau and learning_rate must be > 0")
         if self.checkpoint_every < 0:
             raise InputError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.dec_clusters < 2:
             raise InputError(f"dec_clusters must be >= 2, got {self.dec_clusters}")
+
+    def for_embedder(self, parameters: int) -> "EmbedderTrainConfig":
+        """This configuration with ``learning_rate=None`` replaced by the rate for an embedder of
+        ``parameters`` parameters (:func:`coevo_ray.profiles.embedder_learning_rate`)."""
+        if self.learning_rate is not None:
+            return self
+        from coevo_ray.profiles import embedder_learning_rate
+
+        return replace(self, learning_rate=embedder_learning_rate(parameters))

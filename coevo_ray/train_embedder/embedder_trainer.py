@@ -273,7 +273,9 @@ def train_embedder(
     # Data tasks, which would wait forever for a CPU while the workers hold every core.
     pairs = pairs.select_columns(["id", "text", "interpretation"]).materialize()
     n_rows = pairs.count()
-    layout = layout or embedder_train_layout(cfg, current_topology(), ModelSize.of(model_dir))
+    size = ModelSize.of(model_dir)
+    cfg = cfg.for_embedder(size.parameters)
+    layout = layout or embedder_train_layout(cfg, current_topology(), size)
     scaling, torch_config = layout.scaling()
     plan_steps(n_rows, scaling.num_workers, cfg)  # fail here, not inside the workers
     layout.wait_until_free()
