@@ -44,6 +44,7 @@ from _common import CACHE as BENCH_CACHE, DATASETS, machine, stratified_indices,
 CACHE = BENCH_CACHE / "quality-large"
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "quality-cpu-large"
+PLOT = f"{NAME}-llm-size.png"
 DATASETS_DEFAULT = "reddit,stackexchange,fewnerd,fewrel,bank77,goemo"
 KINDS = {"reddit": "topic", "stackexchange": "topic", "arxiv_s2s": "topic", "fewnerd": "type", "fewrel": "type",
          "fewevent": "type", "bank77": "intent", "goemo": "emotion"}
@@ -51,6 +52,13 @@ LLMS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1
 EMBEDDER = "embeddinggemma-300m"
 BASELINE_EMBEDDERS = (EMBEDDER, "all-minilm-l6-v2")
 REPRESENTATIONS = ("concat", "interpretation", "text", "concat-w2")
+#: The LLMs' parameter counts, for the LLM-size curve's axis (the paper's LLM beside ours).
+PARAMETERS = {"smollm2-135m-instruct": 1.35e8, "qwen2.5-coder-0.5b-instruct": 4.94e8,
+              "qwen2.5-coder-1.5b-instruct": 1.54e9, "qwen2.5-7b-instruct": 7.6e9}
+PAPER_LLM = "qwen2.5-7b-instruct"
+#: The LLM-size curve's rows: what auto picks, the library's default, the paper's final step.
+CURVES = {"auto": "Ours auto iter-1 ({llm})", "default": "Ours default iter-1 ({llm})",
+          "interpretation": "Ours iter-1 ({llm}, interpretation)"}
 
 
 def sample(name: str, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -167,16 +175,26 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
     return result
 
 
+def default_representation() -> str:
+    """What ``CoEvolver()`` clusters when no representation is named (the default profile's)."""
+    from coevo_ray.config import CoEvolverConfig
+    from coevo_ray.profiles import DEFAULT_PROFILE
+
+    return CoEvolverConfig.from_params(DEFAULT_PROFILE, task="topic: subject", n_clusters=2).representation
+
+
 def add_auto_rows(fit: dict, raw_text: dict | None) -> None:
     """``Ours auto iter-t (<llm>)``: the row of the kind ``representation="auto"`` clusters — the
     most stable of concat, text, interpretation and the raw texts across the 5 KMeans seeds (the
     library's rule, ``pipeline.loop.CHOSEN_AMONG`` breaking ties; the same seeds and KMeans as its
     default ``cluster.eval_seeds``), read from the fit's own label-free figures; ``raw_text``: the
-    set's untrained-embedder figures (``{"row": [ACC, NMI], "stability_ari": ...}``)."""
+    set's untrained-embedder figures (``{"row": [ACC, NMI], "stability_ari": ...}``). ``Ours
+    default iter-t (<llm>)``: the row of the representation the library's defaults cluster."""
     from coevo_ray.pipeline.loop import CHOSEN_AMONG
 
     if raw_text is None:
         return
+    default = default_representation()
     for row in [r for r in fit["rows"] if r.endswith(", concat)") or ", concat, embedder lr" in r]:
         kinds = {kind: row.replace(", concat", f", {kind}", 1) for kind in CHOSEN_AMONG if kind != "raw-text"}
         if not all(k in fit["label_free"] for k in kinds.values()):
@@ -187,6 +205,9 @@ def add_auto_rows(fit: dict, raw_text: dict | None) -> None:
         auto = row.replace("Ours ", "Ours auto ", 1).replace(", concat", "", 1)
         fit["rows"][auto] = raw_text["row"] if chosen == "raw-text" else fit["rows"][kinds[chosen]]
         fit.setdefault("auto_chose", {})[auto] = chosen
+        rows = {**{kind: fit["rows"][name] for kind, name in kinds.items()}, "raw-text": raw_text["row"],
+                "auto": fit["rows"][auto]}
+        fit["rows"][row.replace("Ours ", "Ours default ", 1).replace(", concat", "", 1)] = rows[default]
 
 
 def aggregate(entry: dict) -> None:
@@ -204,6 +225,68 @@ def aggregate(entry: dict) -> None:
     entry["rows"], entry["spread"] = rows, spread
 
 
+def size_curve(result: dict) -> dict:
+    """Per set kind: the mean ACC gain over KMeans (embeddinggemma-300m) at iteration 1 of each
+    curve's row and LLM, over the kind's sets that have it (``rows → curve → llm → [gain, sets]``);
+    ``paper-7b``: the paper's Ours iter-1 over its KMeans on the same sets (Qwen2.5-7B, e5-large,
+    full sets; benchmarks/quality.py's PAPER); ``noise``: the mean KMeans-seed spread of
+    EmbeddingGemma KMeans on those sets."""
+    from quality import PAPER
+
+    gains: dict = {}
+    noise: dict = {}
+    for name, entry in result["datasets"].items():
+        base = entry["rows"].get(f"KMeans ({EMBEDDER})")
+        if base is None:
+            continue
+        kind, measured = gains.setdefault(entry["kind"], {}), False
+        for llm in LLMS:
+            for curve, row in CURVES.items():
+                acc = entry["rows"].get(row.format(llm=llm))
+                if acc is not None:
+                    kind.setdefault(curve, {}).setdefault(llm, []).append(acc[0] - base[0])
+                    measured = True
+        if measured:
+            noise.setdefault(entry["kind"], []).append(entry["spread"][f"KMeans ({EMBEDDER})"][0])
+            if name in PAPER:
+                kind.setdefault("paper-7b", {}).setdefault(PAPER_LLM, []).append(
+                    PAPER[name]["Ours iter-1"][0] - PAPER[name]["KMeans"][0])
+    return {kind: {"noise": round(float(np.mean(noise[kind])), 2),
+                   "rows": {curve: {llm: [round(float(np.mean(g)), 2), len(g)] for llm, g in by_llm.items()}
+                            for curve, by_llm in curves.items()}}
+            for kind, curves in gains.items() if kind in noise}
+
+
+def plot_size_curve(curve: dict, path: Path) -> None:
+    """One panel per set kind: ACC gain over EmbeddingGemma KMeans against the LLM's parameters,
+    the band of that baseline's KMeans-seed spread around 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted(curve)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.4), sharey=True, squeeze=False)
+    ticks = [PARAMETERS[m] for m in (*LLMS, PAPER_LLM)]
+    for ax, kind in zip(axes[0], kinds):
+        for name, by_llm in curve[kind]["rows"].items():
+            llms = [m for m in (*LLMS, PAPER_LLM) if m in by_llm]
+            style = dict(marker="*", markersize=11, linestyle="none") if name == "paper-7b" else dict(marker="o")
+            ax.plot([PARAMETERS[m] for m in llms], [by_llm[m][0] for m in llms], label=name, **style)
+        ax.axhspan(-curve[kind]["noise"], curve[kind]["noise"], color="grey", alpha=0.2, linewidth=0)
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, ["135M", "0.5B", "1.5B", "7B"])
+        ax.minorticks_off()
+        ax.set_title(kind)
+        ax.set_xlabel("LLM parameters")
+    axes[0][0].set_ylabel("Δ ACC vs EmbeddingGemma KMeans")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def markdown(result: dict) -> str:
     lines = [f"# {NAME}", "", "ACC / NMI, mean over the pipeline seeds measured (± ACC spread over them); KMeans rows: "
              "raw texts with the untrained embedder, mean (± std) over 5 KMeans seeds. Ours: EmbeddingGemma-300m "
@@ -217,6 +300,20 @@ def markdown(result: dict) -> str:
             spread = entry["spread"].get(row, [None])[0]
             lines.append(f"| {row} | {acc} / {nmi} | {spread if spread is not None else '–'} | {acc - base:+.2f} | "
                          f"{entry.get('seeds_per_row', {}).get(row, '5 KMeans')} |")
+        lines.append("")
+    curve = result.get("llm_size_curve", {})
+    if curve:
+        lines += ["## LLM size", "", f"![ACC gain against LLM size]({PLOT})", "",
+                  "Mean ACC gain over KMeans (embeddinggemma-300m) at iteration 1 per set kind, over the kind's sets "
+                  "measured (their number in brackets); noise: that baseline's mean KMeans-seed spread on them; "
+                  "paper-7b: the paper's Ours iter-1 over its own KMeans on the same sets (Qwen2.5-7B-Instruct, "
+                  "e5-large, full sets).", "",
+                  "| kind | noise | row | " + " | ".join((*LLMS, PAPER_LLM)) + " |",
+                  "|---|---|---|" + "---|" * (len(LLMS) + 1)]
+        for kind, entry in curve.items():
+            for name, by_llm in entry["rows"].items():
+                cells = [f"{by_llm[m][0]:+.2f} ({by_llm[m][1]})" if m in by_llm else "–" for m in (*LLMS, PAPER_LLM)]
+                lines.append(f"| {kind} | ±{entry['noise']} | {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"Machine: {json.dumps(result['machine'])}", "", "Commands (stages resume; a run may cover part of "
               "the grid):", *[f"- `{c}`" for c in result.get("commands", [])]]
@@ -232,6 +329,8 @@ def main(argv=None) -> int:
                    help="answer length: long enough that few greedy answers are cut (the result records the share)")
     p.add_argument("--no-random", action="store_true", help="skip the Random ablation of the largest LLM")
     p.add_argument("--baselines-only", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the rows, LLM-size curve, plot and markdown from the result file, fitting nothing")
     p.add_argument("--embedder-lr", type=float, default=None,
                    help="the embedder's learning rate instead of the quick profile's for its size "
                         "(rows named with it where it differs)")
@@ -241,14 +340,24 @@ def main(argv=None) -> int:
     path = RESULTS / f"{NAME}.json"
     result = json.loads(path.read_text()) if path.exists() else {"datasets": {}, "commands": []}
     command = "python benchmarks/quality_large.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    if command not in result["commands"]:
+    if command not in result["commands"] and not args.report_only:
         result["commands"].append(command)
-    result.update({"profile": "cpu-large", "embedder": EMBEDDER, "llms": list(LLMS), "machine": machine(),
-                   "settings": {llm: settings(llm, args.max_tokens) for llm in LLMS}, "kinds": KINDS})
+    result.update({"profile": "cpu-large", "embedder": EMBEDDER, "llms": list(LLMS), "kinds": KINDS})
+    if not args.report_only:  # the machine and settings of the fits
+        result.update({"machine": machine(), "settings": {llm: settings(llm, args.max_tokens) for llm in LLMS}})
 
     def save() -> None:
+        result["llm_size_curve"] = size_curve(result)
+        if result["llm_size_curve"]:
+            plot_size_curve(result["llm_size_curve"], RESULTS / PLOT)
         write_result(path.name, result)
         (RESULTS / f"{NAME}.md").write_text(markdown(result))
+
+    if args.report_only:
+        for entry in result["datasets"].values():
+            aggregate(entry)
+        save()
+        return 0
 
     from coevo_ray.clustering import FaissKMeans
     from coevo_ray.embed import encode, load_encoder, model_prompt
