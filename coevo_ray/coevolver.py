@@ -99,7 +99,7 @@ class CoEvolver(Params):
             _start_ray(self.verbose)
             logger.info("%s", ctx.plan.describe())
             llm_dir, embedder_dir = resolve_model(config.interpret.llm), resolve_model(config.embed.embedder)
-            log_estimate(config, ctx.model_texts(), ctx.plan, llm_dir,
+            log_estimate(config, ctx.model_texts(), ctx.plan, llm_dir, embedder_dir,
                          streamed=0 if sampled is None else len(sampled.dataset) - len(sampled.ids))
             result = run_coevolution(ctx, stages, llm_dir, embedder_dir)
             description = describe_clusters(ctx, stages, result)

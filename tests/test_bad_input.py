@@ -203,21 +203,28 @@ def test_the_cli_names_its_run_directory_after_the_input():
     assert default_output_dir("s3://bucket/corpus/", "kmeans") == "runs/corpus-kmeans"
 
 
-def test_the_cost_estimate_counts_the_fits_work(smollm2_dir):
+def test_the_cost_estimate_counts_the_fits_work(smollm2_dir, minilm_dir):
     from coevo_ray.config import CoEvolverConfig
     from coevo_ray.cost import estimate
 
     quick = CoEvolverConfig.from_params(profile="quick", task=TASK, n_clusters=10)
-    cost = estimate(quick, 240, 60.0, smollm2_dir, gflops=100.0)
+    cost = estimate(quick, 240, 60.0, smollm2_dir, minilm_dir, gflops=100.0)
     assert cost.answers == 240 * 2 + 240 and cost.pairs == 96  # two candidates, then greedy; max_pairs
     longer = estimate(CoEvolverConfig.from_params(profile="paper", task=TASK, n_clusters=10), 240, 60.0, smollm2_dir,
-                      gflops=100.0)
+                      minilm_dir, gflops=100.0)
     assert longer.generation_s > cost.generation_s and longer.dpo_s > cost.dpo_s
-    assert estimate(quick, 240, 60.0, smollm2_dir, gflops=200.0).generation_s == pytest.approx(cost.generation_s / 2)
+    assert longer.embedder_s > cost.embedder_s  # two iterations, four candidates to embed
+    assert estimate(quick, 240, 60.0, smollm2_dir, minilm_dir, gflops=200.0).generation_s == pytest.approx(
+        cost.generation_s / 2)
     assert "cost estimate: 720 LLM answers" in cost.describe() and "streaming" not in cost.describe()
+    # The embedder's share grows with its size: the LLM's weights as the embedder cost more than MiniLM's.
+    assert estimate(quick, 240, 60.0, smollm2_dir, smollm2_dir, gflops=100.0).embedder_s > 3 * cost.embedder_s
+    untrained = CoEvolverConfig.from_params(profile="quick", task=TASK, n_clusters=10,
+                                            train_embedder={"enabled": False})
+    assert estimate(untrained, 240, 60.0, smollm2_dir, minilm_dir, gflops=100.0).embedder_s < cost.embedder_s
     # A fit on a sample also prices the pass over the rows outside it: about linear in them.
-    sampled = estimate(quick, 240, 60.0, smollm2_dir, gflops=100.0, streamed=20_000)
-    bigger = estimate(quick, 240, 60.0, smollm2_dir, gflops=100.0, streamed=40_000)
+    sampled = estimate(quick, 240, 60.0, smollm2_dir, minilm_dir, gflops=100.0, streamed=20_000)
+    bigger = estimate(quick, 240, 60.0, smollm2_dir, minilm_dir, gflops=100.0, streamed=40_000)
     assert sampled.answers == cost.answers and sampled.total_s == pytest.approx(cost.total_s + sampled.stream_s)
     assert 1.8 * sampled.stream_s < bigger.stream_s < 2.2 * sampled.stream_s
     assert "the streaming pass over 20,000 more rows" in sampled.describe()

@@ -14,6 +14,8 @@ import numpy as np
 
 #: Below this matched-minus-shuffled gap the run logs a warning.
 ON_TEXT_MIN_GAP = 0.1
+#: Texts the guard embeds (with their interpretations) per iteration.
+ON_TEXT_SAMPLE = 256
 
 
 def on_text_similarity(text_emb: np.ndarray, interp_emb: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -31,7 +33,7 @@ def on_text_similarity(text_emb: np.ndarray, interp_emb: np.ndarray, seed: int =
 
 
 def sample_on_text_similarity(encoder_dir: str, texts: Sequence[str], interpretations: Sequence[str],
-                              sample: int = 256, seed: int = 0, prompt: str = "",
+                              sample: int = ON_TEXT_SAMPLE, seed: int = 0, prompt: str = "",
                               in_driver: bool = True, task_gpus: float | None = None) -> dict[str, float]:
     """:func:`on_text_similarity` on a seeded sample (a few seconds on a CPU): embedded in the
     driver, or with ``in_driver=False`` in a Ray task, so that a large fit's driver never loads
