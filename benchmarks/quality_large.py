@@ -104,7 +104,9 @@ def label(args) -> str:
 def scores(x: np.ndarray, labels: list[str]) -> dict:
     """ACC / NMI (mean of 5 KMeans seeds) and label-free statistics of the clustering: stability
     (mean ARI between the seeds' partitions), cosine silhouette of seed 0's."""
-    from sklearn.metrics import silhouette_score
+    from itertools import combinations
+
+    from sklearn.metrics import adjusted_rand_score, silhouette_score
 
     from coevo_ray.clustering import FaissKMeans
     from coevo_ray.clustering.stability import partition_agreement
@@ -115,6 +117,9 @@ def scores(x: np.ndarray, labels: list[str]) -> dict:
     runs = [evaluate(labels, p).as_dict() for p in parts]
     return {"acc": round(float(np.mean([r["acc"] for r in runs])), 2), "nmi": round(float(np.mean([r["nmi"] for r in runs])), 2),
             "stability_ari": round(partition_agreement(parts), 4),
+            # each pair's ARI, so that a rule with a margin (ties within the pairs' spread) can be
+            # scored from the result file later
+            "pairwise_ari": [round(float(adjusted_rand_score(a, b)), 4) for a, b in combinations(parts, 2)],
             "silhouette": round(float(silhouette_score(x, parts[0], metric="cosine")), 4), "_labels": parts[0]}
 
 
@@ -160,7 +165,8 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
             s = scores(x, labels)
             row = f"Ours iter-{t} ({llm}, {rep}{label(args)})"
             result["rows"][row] = [s["acc"], s["nmi"]]
-            result["label_free"][row] = {"stability_ari": s["stability_ari"], "silhouette": s["silhouette"],
+            result["label_free"][row] = {"stability_ari": s["stability_ari"], "pairwise_ari": s["pairwise_ari"],
+                                         "silhouette": s["silhouette"],
                                          "agreement_with_text_kmeans_ari": round(float(adjusted_rand_score(
                                              baseline_labels, s["_labels"])), 4),
                                          "on_text_gap": model.history_[t]["on_text"]["gap"],
@@ -377,7 +383,8 @@ def main(argv=None) -> int:
             entry.setdefault("baseline_spread", {})[f"KMeans ({alias})"] = [round(s["acc_std"], 2), round(s["nmi_std"], 2)]
         baseline_labels = FaissKMeans(len(set(labels)), seed=0).fit(vectors[EMBEDDER]).labels_
         raw = scores(vectors[EMBEDDER], labels)  # the raw texts as representation="auto" weighs them
-        entry["raw_text"] = {"row": [raw["acc"], raw["nmi"]], "stability_ari": raw["stability_ari"]}
+        entry["raw_text"] = {"row": [raw["acc"], raw["nmi"]], "stability_ari": raw["stability_ari"],
+                             "pairwise_ari": raw["pairwise_ari"]}
         aggregate(entry)
         save()
         if args.baselines_only:
