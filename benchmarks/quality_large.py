@@ -56,9 +56,10 @@ REPRESENTATIONS = ("concat", "interpretation", "text", "concat-w2")
 PARAMETERS = {"smollm2-135m-instruct": 1.35e8, "qwen2.5-coder-0.5b-instruct": 4.94e8,
               "qwen2.5-coder-1.5b-instruct": 1.54e9, "qwen2.5-7b-instruct": 7.6e9}
 PAPER_LLM = "qwen2.5-7b-instruct"
-#: The LLM-size curve's rows: what auto picks, the library's default, the paper's final step.
+#: The LLM-size curve's rows: what auto picks, the library's default, the co-trained embedder on
+#: the texts, the paper's final step.
 CURVES = {"auto": "Ours auto iter-1 ({llm})", "default": "Ours default iter-1 ({llm})",
-          "interpretation": "Ours iter-1 ({llm}, interpretation)"}
+          "text": "Ours iter-1 ({llm}, text)", "interpretation": "Ours iter-1 ({llm}, interpretation)"}
 
 
 def sample(name: str, seed: int = 0) -> tuple[list[str], list[str]]:
