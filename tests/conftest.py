@@ -14,6 +14,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SLOW = os.environ.get("COEVO_SLOW") == "1"
 
 
+#: Tests slower than this many seconds are named with their time as they end.
+SHOW_SLOWER_THAN_S = 30.0
+
+
+_TERMINAL = []
+
+
+def pytest_configure(config):
+    _TERMINAL.append(config.pluginmanager.get_plugin("terminalreporter"))
+
+
+def pytest_runtest_logreport(report):
+    """Say at once what failed and what took long: a CI run stopped at its time limit never
+    reaches pytest's end-of-run summary, and the failures and durations are what it needs."""
+    terminal = _TERMINAL[0] if _TERMINAL else None
+    if terminal is None:
+        return
+    if report.failed:
+        terminal.write_line(f"\n--- {report.when} of {report.nodeid} FAILED after {report.duration:.0f} s:")
+        terminal.write_line(report.longreprtext[-6000:])
+    elif report.duration > SHOW_SLOWER_THAN_S:
+        terminal.write(f" [{report.nodeid.rsplit('::', 1)[-1][:48]}: {report.when} {report.duration:.0f} s] ")
+
+
 def pytest_collection_modifyitems(config, items):
     if SLOW:
         return
@@ -44,8 +68,6 @@ def minilm_dir():
     from coevo_ray.models import resolve_model
 
     return resolve_model("all-minilm-l6-v2")
-
-
 
 
 @pytest.fixture
