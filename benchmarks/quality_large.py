@@ -105,22 +105,20 @@ def label(args) -> str:
 def scores(x: np.ndarray, labels: list[str]) -> dict:
     """ACC / NMI (mean of 5 KMeans seeds) and label-free statistics of the clustering: stability
     (mean ARI between the seeds' partitions), cosine silhouette of seed 0's."""
-    from itertools import combinations
-
-    from sklearn.metrics import adjusted_rand_score, silhouette_score
+    from sklearn.metrics import silhouette_score
 
     from coevo_ray.clustering import FaissKMeans
-    from coevo_ray.clustering.stability import partition_agreement
+    from coevo_ray.clustering.stability import pairwise_agreement
     from coevo_ray.metrics import evaluate
 
     k = len(set(labels))
     parts = [FaissKMeans(k, seed=s).fit(x).labels_ for s in range(5)]
     runs = [evaluate(labels, p).as_dict() for p in parts]
+    pairwise = pairwise_agreement(parts)
     return {"acc": round(float(np.mean([r["acc"] for r in runs])), 2), "nmi": round(float(np.mean([r["nmi"] for r in runs])), 2),
-            "stability_ari": round(partition_agreement(parts), 4),
-            # each pair's ARI, so that a rule with a margin (ties within the pairs' spread) can be
-            # scored from the result file later
-            "pairwise_ari": [round(float(adjusted_rand_score(a, b)), 4) for a, b in combinations(parts, 2)],
+            "stability_ari": round(float(np.mean(pairwise)), 4),
+            # each pair's ARI: the auto rule compares kinds pair by pair (clustering/stability.py)
+            "pairwise_ari": [round(float(v), 4) for v in pairwise],
             "silhouette": round(float(silhouette_score(x, parts[0], metric="cosine")), 4), "_labels": parts[0]}
 
 
@@ -192,13 +190,19 @@ def default_representation() -> str:
 
 def add_auto_rows(fit: dict, raw_text: dict | None) -> None:
     """``Ours auto iter-t (<llm>)``: the row of the kind ``representation="auto"`` clusters — the
-    most stable of concat, text, interpretation and the raw texts across the 5 KMeans seeds (the
-    library's rule, ``pipeline.loop.CHOSEN_AMONG`` breaking ties; the same seeds and KMeans as its
-    default ``cluster.eval_seeds``), read from the fit's own label-free figures; ``raw_text``: the
-    set's untrained-embedder figures (``{"row": [ACC, NMI], "stability_ari": ...}``). ``Ours
-    default iter-t (<llm>)``: the row of the representation the library's defaults cluster."""
+    first of ``pipeline.loop.CHOSEN_AMONG`` as stable across the 5 KMeans seeds as the most stable
+    kind, within the noise (the library's rule, ``clustering.choose_stable``, on the same seeds and
+    KMeans as its default ``cluster.eval_seeds``), read from the fit's own label-free figures;
+    ``raw_text``: the set's untrained-embedder figures (``{"row": [ACC, NMI], "pairwise_ari": ...}``).
+    A fit measured before each seed pair's ARI was recorded gets an auto row only where its most
+    stable kind is the preferred one (then no tie can change the choice). ``Ours default iter-t (<llm>)``: the row of the representation the
+    library's defaults cluster."""
+    from coevo_ray.clustering import choose_stable
     from coevo_ray.pipeline.loop import CHOSEN_AMONG
 
+    for derived in [r for r in fit["rows"] if r.startswith(("Ours auto ", "Ours default "))]:
+        del fit["rows"][derived]  # rebuilt below by the rules of this code (a result file keeps older ones)
+    fit.pop("auto_chose", None)
     if raw_text is None:
         return
     default = default_representation()
@@ -206,15 +210,20 @@ def add_auto_rows(fit: dict, raw_text: dict | None) -> None:
         kinds = {kind: row.replace(", concat", f", {kind}", 1) for kind in CHOSEN_AMONG if kind != "raw-text"}
         if not all(k in fit["label_free"] for k in kinds.values()):
             continue
-        stability = {kind: fit["label_free"][name]["stability_ari"] for kind, name in kinds.items()}
-        stability["raw-text"] = raw_text["stability_ari"]
-        chosen = max(CHOSEN_AMONG, key=lambda kind: stability[kind])
-        auto = row.replace("Ours ", "Ours auto ", 1).replace(", concat", "", 1)
-        fit["rows"][auto] = raw_text["row"] if chosen == "raw-text" else fit["rows"][kinds[chosen]]
-        fit.setdefault("auto_chose", {})[auto] = chosen
-        rows = {**{kind: fit["rows"][name] for kind, name in kinds.items()}, "raw-text": raw_text["row"],
-                "auto": fit["rows"][auto]}
-        fit["rows"][row.replace("Ours ", "Ours default ", 1).replace(", concat", "", 1)] = rows[default]
+        rows = {**{kind: fit["rows"][name] for kind, name in kinds.items()}, "raw-text": raw_text["row"]}
+        figures = {**{kind: fit["label_free"][name] for kind, name in kinds.items()}, "raw-text": raw_text}
+        if all("pairwise_ari" in f for f in figures.values()):
+            chosen, _ = choose_stable({kind: np.array(f["pairwise_ari"]) for kind, f in figures.items()},
+                                      CHOSEN_AMONG)
+        else:  # only the means: decided when the most stable kind is also the preferred one
+            means = {kind: f["stability_ari"] for kind, f in figures.items()}
+            chosen = max(CHOSEN_AMONG, key=lambda kind: means[kind])
+            chosen = chosen if chosen == CHOSEN_AMONG[0] else None
+        if chosen is not None:
+            rows["auto"] = fit["rows"][row.replace("Ours ", "Ours auto ", 1).replace(", concat", "", 1)] = rows[chosen]
+            fit.setdefault("auto_chose", {})[row.replace("Ours ", "Ours auto ", 1).replace(", concat", "", 1)] = chosen
+        if default in rows:
+            fit["rows"][row.replace("Ours ", "Ours default ", 1).replace(", concat", "", 1)] = rows[default]
 
 
 def aggregate(entry: dict) -> None:

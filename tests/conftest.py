@@ -18,17 +18,17 @@ SLOW = os.environ.get("COEVO_SLOW") == "1"
 SHOW_SLOWER_THAN_S = 30.0
 
 
-_TERMINAL = []
+_CONFIG = []
 
 
 def pytest_configure(config):
-    _TERMINAL.append(config.pluginmanager.get_plugin("terminalreporter"))
+    _CONFIG.append(config)
 
 
 def pytest_runtest_logreport(report):
     """Say at once what failed and what took long: a CI run stopped at its time limit never
     reaches pytest's end-of-run summary, and the failures and durations are what it needs."""
-    terminal = _TERMINAL[0] if _TERMINAL else None
+    terminal = _CONFIG[0].pluginmanager.get_plugin("terminalreporter") if _CONFIG else None
     if terminal is None:
         return
     if report.failed:

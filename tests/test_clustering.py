@@ -63,3 +63,26 @@ def test_nan_and_zero_embeddings_refused():
         FaissKMeans(4).fit(x)
     with pytest.raises(InputError, match="all zero"):
         FaissKMeans(4).fit(np.zeros((20, 8), np.float32))
+
+
+def test_a_kind_as_stable_as_the_most_stable_within_the_noise_is_preferred():
+    """choose_stable compares kinds pair by pair: a lead inside 2 standard errors of the paired
+    differences is no lead, and the preference order decides; a lead beyond it is kept."""
+    from coevo_ray.clustering import choose_stable
+
+    order = ("raw-text", "text", "interpretation")
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.5, 10)
+    wobble = np.array([0.06, -0.04, 0.05, -0.03, 0.04, -0.02, 0.03, 0.0, 0.02, -0.05])  # mean 0.006
+    noisy_lead = {"raw-text": base, "text": base + wobble, "interpretation": base - 0.2}
+    chosen, why = choose_stable(noisy_lead, order)
+    assert why["most_stable"] == "text" and chosen == "raw-text" and why["as_stable"] == ["raw-text", "text"]
+    gap = why["gap_to_most_stable"]["raw-text"]
+    assert 0 < gap["gap"] <= 2 * gap["se"]
+    clear_lead = {**noisy_lead, "text": base + 0.1 + rng.normal(0, 0.01, 10)}
+    assert choose_stable(clear_lead, order)[0] == "text"
+    # One seed pair gives no spread: only an equal ARI ties.
+    assert choose_stable({"raw-text": np.array([0.5]), "text": np.array([0.5])}, order)[0] == "raw-text"
+    assert choose_stable({"raw-text": np.array([0.5]), "text": np.array([0.51])}, order)[0] == "text"
+    with pytest.raises(ValueError, match="no preference given for \\['concat'\\]"):
+        choose_stable({"concat": base}, order)

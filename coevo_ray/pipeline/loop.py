@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from coevo_ray.clustering import FaissKMeans, kmeans_stability, l2_normalize
+from coevo_ray.clustering import FaissKMeans, choose_stable, kmeans_pairwise_stability, l2_normalize
 from coevo_ray.interpret.parsing import format_failure
 from coevo_ray.metrics import ON_TEXT_MIN_GAP, compare_clusterings, evaluate_kmeans_protocol
 from coevo_ray.pipeline.context import LLMWeights, RunContext
@@ -45,10 +45,11 @@ class FitResult:
     representation: str  # what was clustered: the configured kind, or the one "auto" chose
 
 
-#: The kinds ``representation="auto"`` chooses among, in the order that breaks a tie. "raw-text"
-#: (the baseline's clustering) is among them so that a fit whose co-evolution made every other
-#: kind less reproducible than the raw texts falls back to them.
-CHOSEN_AMONG = ("concat", "text", "interpretation", "raw-text")
+#: The kinds ``representation="auto"`` chooses among, in the order it prefers them among those as
+#: stable as the most stable one: the raw texts first (the baseline's clustering: co-evolution
+#: must be measurably more reproducible to replace it), then the co-trained embedder's texts, both
+#: halves, the interpretations alone (the kinds that lean on the LLM's answers last).
+CHOSEN_AMONG = ("raw-text", "text", "concat", "interpretation")
 
 
 def _kmeans(ctx: RunContext, k: int) -> FaissKMeans:
@@ -84,23 +85,26 @@ def representation(ctx: RunContext, stages: Mapping[str, Stage], embedded: Path 
 
 def choose_representation(ctx: RunContext, stages: Mapping[str, Stage], embedded: Path, emb_dir: Path, step: str,
                           k: int, base_emb_dir: Path) -> tuple[str, np.ndarray, dict[str, Any]]:
-    """The configured representation, or for ``"auto"`` the most stable of ``CHOSEN_AMONG``: the
-    one whose KMeans partitions agree most across the evaluation seeds (mean pairwise ARI). A
-    rule that needs no labels; what it gives on the quality sets is in docs/results.md."""
+    """The configured representation, or for ``"auto"`` the first of ``CHOSEN_AMONG`` whose KMeans
+    partitions agree across the evaluation seeds as much as the most stable kind's, within the
+    noise of that agreement (clustering/stability.py). A rule that needs no labels; what it gives
+    on the quality sets is in docs/results.md."""
     kind = ctx.config.representation
     if kind != "auto":
         return kind, representation(ctx, stages, embedded, emb_dir, step, kind, base_emb_dir), {}
     cfg = ctx.config.cluster
     start = time.perf_counter()
     candidates = {c: representation(ctx, stages, embedded, emb_dir, step, c, base_emb_dir) for c in CHOSEN_AMONG}
-    stability = {c: round(kmeans_stability(x, k, cfg.eval_seeds, cfg.niter, cfg.normalize), 4)
-                 for c, x in candidates.items()}
-    chosen = max(CHOSEN_AMONG, key=lambda c: stability[c])  # the first of CHOSEN_AMONG on a tie
+    pairwise = {c: kmeans_pairwise_stability(x, k, cfg.eval_seeds, cfg.niter, cfg.normalize)
+                for c, x in candidates.items()}
+    chosen, why = choose_stable(pairwise, CHOSEN_AMONG)
     ctx.timings[f"{step}-choose-representation"] = round(time.perf_counter() - start, 2)
-    logger.info("%s: representation %s, the most stable across %d KMeans seeds (mean pairwise ARI: %s)", step,
-                chosen, len(cfg.eval_seeds), ", ".join(f"{c} {v:.3f}" for c, v in stability.items()))
-    return chosen, candidates[chosen], {"rule": "most stable across KMeans seeds (mean pairwise ARI)",
-                                        "stability_ari": stability}
+    logger.info("%s: representation %s: as stable as the most stable (%s) across %d KMeans seeds, within %.0f "
+                "standard errors (mean pairwise ARI: %s)", step, chosen, why["most_stable"], len(cfg.eval_seeds),
+                why["margin_se"], ", ".join(f"{c} {v:.3f}" for c, v in why["stability_ari"].items()))
+    return chosen, candidates[chosen], {
+        "rule": f"first of {', '.join(CHOSEN_AMONG)} within {why['margin_se']:g} standard errors of the most "
+                "stable across KMeans seeds (mean pairwise ARI)", **why}
 
 
 def _text_vectors(ctx: RunContext, stages: Mapping[str, Stage], emb_dir: Path, step: str) -> np.ndarray:
