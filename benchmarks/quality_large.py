@@ -220,8 +220,9 @@ def add_auto_rows(fit: dict, raw_text: dict | None) -> None:
             chosen = max(CHOSEN_AMONG, key=lambda kind: means[kind])
             chosen = chosen if chosen == CHOSEN_AMONG[0] else None
         if chosen is not None:
-            rows["auto"] = fit["rows"][row.replace("Ours ", "Ours auto ", 1).replace(", concat", "", 1)] = rows[chosen]
-            fit.setdefault("auto_chose", {})[row.replace("Ours ", "Ours auto ", 1).replace(", concat", "", 1)] = chosen
+            auto = row.replace("Ours ", "Ours auto ", 1).replace(", concat", "", 1)
+            rows["auto"] = fit["rows"][auto] = rows[chosen]
+            fit.setdefault("auto_chose", {})[auto] = chosen
         if default in rows:
             fit["rows"][row.replace("Ours ", "Ours default ", 1).replace(", concat", "", 1)] = rows[default]
 
