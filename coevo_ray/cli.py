@@ -66,9 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="co-evolve on a seeded sample of about this many rows, then stream every other row through "
                         "the trained LLM and embedder (resumable units; needs --k)")
     p.add_argument("--representation", default=None, choices=options(Representation),
-                   help="what KMeans clusters (default: the profile's; concat outside the paper profile); auto: "
-                        "the most stable of concat, text, interpretation and raw-text (the untrained embedder) across "
-                        "KMeans seeds, chosen per fit")
+                   help="what KMeans clusters (default: the profile's; auto outside the paper and gpu profiles): "
+                        "auto chooses per fit, the raw texts (the untrained embedder) unless text, concat or "
+                        "interpretation is measurably more stable across KMeans seeds")
     p.add_argument("--text-weight", type=float, default=1.0,
                    help="with --representation concat: weight of the raw-text embedding")
     p.add_argument("--prompt-style", default="guided", choices=options(PromptStyle))

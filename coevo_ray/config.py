@@ -187,10 +187,11 @@ class CoEvolverConfig:
     task: str
     n_clusters: int | str  # an integer >= 2, or "auto" (estimated after iteration 0's interpretations)
     iterations: int = 2  # paper A.1: "we generally perform 2 iterations"
-    # "concat" = [E(interpretation), w·E(text)] with the co-trained embedder: with the offline CPU
-    # LLMs it clusters better than the interpretations alone on every set of the `cpu` quality
-    # profile (README, "Where quality stands"). "interpretation" is the paper's (the `paper` profile).
-    representation: Representation = "concat"
+    # "auto": per fit, the raw texts unless a co-evolved kind is measurably more stable across
+    # KMeans seeds (pipeline/loop.py, CHOSEN_AMONG). With the LLMs a CPU runs, every fixed kind
+    # ends below plain KMeans on some set, auto on none beyond the seed spread (docs/results.md,
+    # cpu-large). "interpretation" is the paper's (the `paper` and `gpu` profiles).
+    representation: Representation = "auto"
     seed: int = 0
     output_dir: str | None = None
     # Co-evolve on a seeded sample of about this many rows, then stream every other row through the
@@ -228,8 +229,9 @@ class CoEvolverConfig:
         if isinstance(self.stream_unit_rows, bool) or not isinstance(self.stream_unit_rows, int) or self.stream_unit_rows < 1:
             raise InputError(f"stream_unit_rows must be a positive integer, got {self.stream_unit_rows!r}")
         if self.representation == "auto" and len(set(self.cluster.eval_seeds)) < 2:
-            raise InputError("representation='auto' compares KMeans partitions across cluster.eval_seeds: give at "
-                             f"least 2 distinct seeds, got {self.cluster.eval_seeds!r}")
+            raise InputError("representation='auto' (the default) compares KMeans partitions across "
+                             f"cluster.eval_seeds: give at least 2 distinct seeds (got {self.cluster.eval_seeds!r}) "
+                             "or name a representation")
         if self.iterations > 0 and len(self.interpret.temperatures) < 2:
             raise InputError("iterations >= 1 need at least 2 temperatures (the greedy one and a sampled one) "
                              "to form preference pairs")

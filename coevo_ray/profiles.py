@@ -8,7 +8,7 @@ interpretations alone. ``gpu`` is ``paper`` with the paper's models by hub id (Q
 e5-large) for a GPU cluster: bf16 engines serving the DPO adapter through vLLM LoRA, DPO under
 DeepSpeed ZeRO-2 (the hardware plan decides all of it once the cluster reports GPUs); the weights
 must be in the local Hugging Face cache or given as directories. ``None``: no profile, the
-dataclasses' defaults (paper A.1 with ``representation="concat"``).
+dataclasses' defaults (paper A.1 with ``representation="auto"``).
 
 Explicit parameters win over the profile's, key by key inside a section given as a dict; a
 section given as a config object replaces the profile's section whole.

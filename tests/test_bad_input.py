@@ -189,7 +189,7 @@ def test_profiles_are_the_same_in_python_and_on_the_command_line():
     assert mixed.interpret.max_tokens == 30 and mixed.interpret.temperatures == (0.0, 1.0) and mixed.iterations == 0
     paper = CoEvolver(task=TASK, n_clusters=2, profile="paper").config
     assert paper.iterations == 2 and len(paper.interpret.temperatures) == 4 and paper.representation == "interpretation"
-    assert CoEvolver(task=TASK, n_clusters=2, profile=None).config.representation == "concat"
+    assert CoEvolver(task=TASK, n_clusters=2, profile=None).config.representation == "auto"
     with pytest.raises(InputError, match="unknown profile 'fast'"):
         CoEvolver(task=TASK, n_clusters=2, profile="fast").fit(TEXTS)
 

@@ -21,8 +21,10 @@ QUICK = dict(
     train_llm={"max_steps": 3, "per_device_batch_size": 2, "learning_rate": 1e-3, "max_length": 384},
     train_embedder={"max_steps": 2, "batch_size": 8, "learning_rate": 1e-5},  # 40 texts, 2 workers: 2 steps
     cluster={"name_clusters": False},  # naming is covered in test_product.py
+    # Named, not "auto": predict must go through the DPO-trained LLM whatever auto would choose.
+    representation="concat",
 )
-# The default representation ("concat") embeds the texts with each iteration's embedder.
+# concat embeds the texts with each iteration's embedder.
 STAGES = ["baseline-embed-texts", "iter0-embed-candidates", "iter0-embed-interpretations", "iter0-embed-texts",
           "iter0-interpret", "iter0-on-text", "iter0-train-embedder", "iter1-dpo", "iter1-embed-candidates",
           "iter1-embed-interpretations", "iter1-embed-texts", "iter1-interpret", "iter1-merged", "iter1-on-text",

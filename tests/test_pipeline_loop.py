@@ -64,9 +64,9 @@ def test_stages_run_in_the_papers_order_on_each_others_outputs(tmp_path):
     assert result.interpretations[0].startswith("about topic0 (0, iter2-merged-")
 
 
-def test_the_default_clusters_each_iterations_interpretations_beside_its_texts(tmp_path):
-    ctx, _, result = _fit(tmp_path)
-    assert CoEvolverConfig(task="intent: user intent", n_clusters=TOPICS).representation == "concat"
+def test_concat_clusters_each_iterations_interpretations_beside_its_texts(tmp_path):
+    ctx, _, result = _fit(tmp_path, representation="concat")
+    assert CoEvolverConfig(task="intent: user intent", n_clusters=TOPICS).representation == "auto"
     embeds = [(inputs["column"], inputs["emb_dir"].name) for name, inputs in FakeStage.calls if name == "embed"]
     text_embeds = [emb_dir.split("-")[0] for column, emb_dir in embeds if column == "text"]
     # Each iteration embeds the texts with the embedder it just trained; the baseline, untrained.
@@ -100,7 +100,7 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(tmp_path):
 
 def test_the_same_work_under_another_name_is_linked_not_redone(tmp_path):
     """With the embedder untrained, the baseline's embedding of the texts is iteration 0's."""
-    ctx, _, result = _fit(tmp_path, iterations=0, train_embedder={"enabled": False})
+    ctx, _, result = _fit(tmp_path, iterations=0, train_embedder={"enabled": False}, representation="concat")
     assert [i["emb_dir"] for name, i in FakeStage.calls if name == "embed" and i["column"] == "text"] == [
         tmp_path / "base-embedder"]
     assert "baseline-embed-texts" in ctx.run.reused and "baseline-embed-texts" not in ctx.run.ran
@@ -203,9 +203,9 @@ def test_auto_needs_two_kmeans_seeds():
 
     from coevo_ray.errors import InputError
 
-    with pytest.raises(InputError, match="representation='auto' compares KMeans partitions"):
-        CoEvolverConfig(task="intent: user intent", n_clusters=TOPICS, representation="auto",
-                        cluster={"eval_seeds": (0,)})
+    with pytest.raises(InputError, match="representation='auto' \\(the default\\) compares KMeans partitions"):
+        CoEvolverConfig(task="intent: user intent", n_clusters=TOPICS, cluster={"eval_seeds": (0,)})
+    CoEvolverConfig(task="intent: user intent", n_clusters=TOPICS, representation="text", cluster={"eval_seeds": (0,)})
 
 
 def test_auto_k_is_fixed_on_iteration_0s_interpretations(tmp_path):
@@ -233,7 +233,8 @@ def test_the_estimator_takes_plug_in_stages(ray_session, tmp_path):
         (tmp_path / name / "config.json").write_text("{}")
         (tmp_path / name / "model.safetensors").write_bytes(b"")
     model = CoEvolver(task="intent: user intent", n_clusters=TOPICS, iterations=1, llm=str(tmp_path / "llm"),
-                      embedder=str(tmp_path / "embedder"), output_dir=str(tmp_path / "run"), stages=fake_stages())
+                      embedder=str(tmp_path / "embedder"), output_dir=str(tmp_path / "run"), representation="concat",
+                      stages=fake_stages())
     labels = model.fit(TEXTS, LABELS).labels_
     assert model.history_[-1]["acc"] == 100.0 and len(set(labels)) == TOPICS
     assert (model.run_dir_ / "summary.json").exists() and model.cluster_names_[labels[0]] == "Cluster of topic0"

@@ -166,10 +166,13 @@ def test_resume_after_driver_killed(ray_session, fitted, data, tmp_path):
     shown = (second.stdout + second.stderr).splitlines()
     assert len(shown) <= 60 and "\x1b" not in second.stdout + second.stderr, "\n".join(shown)
     assert any("ACC" in line for line in shown) and any("baseline" in line for line in shown)
-    assert any("(co-evolved, concat)" in line for line in shown)  # the profile's representation, named
+    # The kind representation="auto" (the default) chose, named; the figures it chose by, recorded.
+    assert any(f"(co-evolved, {fitted.representation_})" in line for line in shown), "\n".join(shown)
     assert len((out / "run.log").read_text().splitlines()) > len(shown)
     summary = json.loads((out / "summary.json").read_text())
     assert "iter0-interpret" in summary["reused_stages"]
+    last = summary["history"][-1]
+    assert last["representation"] == fitted.representation_ and last["representation_choice"]["as_stable"]
     labels = [json.loads(line)["cluster"] for line in (out / "assignments.jsonl").open()]
     assert labels == fitted.labels_.tolist()
 

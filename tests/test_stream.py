@@ -30,7 +30,10 @@ def _settings(sample_size: int | None = SAMPLE) -> dict:
 
     settings = profile_settings("quick")
     settings["interpret"] = {**settings["interpret"], "max_tokens": 24}
-    settings.update(iterations=0, train_embedder={"enabled": False}, cluster={"baseline": False, "name_clusters": False})
+    # concat, named: with the embedder untrained "auto" would choose the raw texts, and the pass
+    # would not run the LLM.
+    settings.update(iterations=0, train_embedder={"enabled": False}, cluster={"baseline": False, "name_clusters": False},
+                    representation="concat")
     if sample_size is not None:
         settings.update(sample_size=sample_size, stream_unit_rows=UNIT)
     return settings

@@ -142,10 +142,10 @@ def _record(ctx: RunContext, stages: Mapping[str, Stage], iteration: int, genera
     guard_dir = ctx.run_stage(stages["on_text"], f"iter{iteration}", generated=generated, emb_dir=emb_dir)
     guard = entry["on_text"] = json.loads((guard_dir / "on_text.json").read_text())
     if guard["gap"] < ON_TEXT_MIN_GAP:
+        advice = ("representation='auto' weighs the texts against them" if ctx.config.representation == "auto"
+                  else "clustering the texts (representation='text', 'raw-text' or 'auto') may do better")
         logger.warning("iteration %d: interpretations barely relate to their texts (cos %.2f matched vs %.2f "
-                       "shuffled); clustering the texts (representation='text' or 'raw-text', or 'auto' to "
-                       "choose) may do better",
-                       iteration, guard["matched"], guard["shuffled"])
+                       "shuffled); %s", iteration, guard["matched"], guard["shuffled"], advice)
     if ctx.corpus.labels is not None:
         cfg = ctx.config.cluster
         scores = evaluate_kmeans_protocol(rep, ctx.corpus.labels, k, cfg.eval_seeds, cfg.normalize)
