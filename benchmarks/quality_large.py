@@ -285,11 +285,17 @@ def plot_size_curve(curve: dict, path: Path) -> None:
     kinds = sorted(curve)
     fig, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.4), sharey=True, squeeze=False)
     ticks = [PARAMETERS[m] for m in (*LLMS, PAPER_LLM)]
+    # One colour and marker per row in every panel (a panel lacks the rows its sets did not give);
+    # "default" hollow and larger: it is drawn over "auto" when the default is auto.
+    styles = {name: dict(color=f"C{i}", marker="o") for i, name in enumerate((*CURVES, "paper-7b"))}
+    styles["default"].update(marker="s", markersize=9, fillstyle="none")
+    styles["paper-7b"].update(marker="*", markersize=11, linestyle="none")
+    handles = {}
     for ax, kind in zip(axes[0], kinds):
         for name, by_llm in curve[kind]["rows"].items():
             llms = [m for m in (*LLMS, PAPER_LLM) if m in by_llm]
-            style = dict(marker="*", markersize=11, linestyle="none") if name == "paper-7b" else dict(marker="o")
-            ax.plot([PARAMETERS[m] for m in llms], [by_llm[m][0] for m in llms], label=name, **style)
+            [handles[name]] = ax.plot([PARAMETERS[m] for m in llms], [by_llm[m][0] for m in llms], label=name,
+                                      **styles[name])
         ax.axhspan(-curve[kind]["noise"], curve[kind]["noise"], color="grey", alpha=0.2, linewidth=0)
         ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.set_xscale("log")
@@ -298,7 +304,7 @@ def plot_size_curve(curve: dict, path: Path) -> None:
         ax.set_title(kind)
         ax.set_xlabel("LLM parameters")
     axes[0][0].set_ylabel("Δ ACC vs EmbeddingGemma KMeans")
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend([handles[n] for n in styles if n in handles], [n for n in styles if n in handles], fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
