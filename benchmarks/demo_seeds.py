@@ -32,8 +32,8 @@ COMMAND = "make demo; .venv/bin/coevo-ray --seed S --output-dir runs/demo-sS (S 
 def timed(cmd: list[str], log: Path, stdout: Path | None = None) -> float:
     """Seconds ``cmd`` took; its output in ``log`` (its standard output alone in ``stdout`` if given)."""
     start = time.perf_counter()
-    with log.open("w") as err, (stdout or log).open("a" if stdout is None else "w") as out:
-        done = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=err if stdout else subprocess.STDOUT)
+    with log.open("w") as err, (stdout.open("w") if stdout else err) as out:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=err)
     if done.returncode:
         sys.exit(f"{cmd} failed ({done.returncode}): see {log}")
     return round(time.perf_counter() - start, 1)
@@ -41,12 +41,12 @@ def timed(cmd: list[str], log: Path, stdout: Path | None = None) -> float:
 
 def run_record(run: Path, command: str, seed: int) -> dict:
     s = json.loads((run / "summary.json").read_text())
-    fit_s = sum(v for v in s["timings_s"].values() if isinstance(v, (int, float)))
+    stages_s = sum(v for v in s["timings_s"].values() if isinstance(v, (int, float)))
     keep = ("iteration", "acc", "nmi", "ari", "representation")
     return {"command": command, "seed": seed, "representation": s["representation"],
             "baseline": {k: s["baseline"][k] for k in ("acc", "nmi", "ari")},
             "iterations": [{k: h[k] for k in keep if k in h} for h in s["history"]],
-            "stages_s": round(fit_s, 1), "engine_dtype": s["hardware_plan"].get("engine_dtype")}
+            "stages_s": round(stages_s, 1), "engine_dtype": s["hardware_plan"].get("engine_dtype")}
 
 
 def quickstart(logs: Path) -> dict:

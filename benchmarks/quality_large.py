@@ -207,6 +207,9 @@ def add_auto_rows(fit: dict, raw_text: dict | None) -> None:
         return
     default = default_representation()
     for row in [r for r in fit["rows"] if r.endswith(", concat)") or ", concat, embedder lr" in r]:
+        def derived(name: str) -> str:  # "Ours iter-1 (llm, concat)" -> "Ours <name> iter-1 (llm)"
+            return row.replace("Ours ", f"Ours {name} ", 1).replace(", concat", "", 1)
+
         kinds = {kind: row.replace(", concat", f", {kind}", 1) for kind in CHOSEN_AMONG if kind != "raw-text"}
         if not all(k in fit["label_free"] for k in kinds.values()):
             continue
@@ -220,11 +223,11 @@ def add_auto_rows(fit: dict, raw_text: dict | None) -> None:
             chosen = max(CHOSEN_AMONG, key=lambda kind: means[kind])
             chosen = chosen if chosen == CHOSEN_AMONG[0] else None
         if chosen is not None:
-            auto = row.replace("Ours ", "Ours auto ", 1).replace(", concat", "", 1)
+            auto = derived("auto")
             rows["auto"] = fit["rows"][auto] = rows[chosen]
             fit.setdefault("auto_chose", {})[auto] = chosen
         if default in rows:
-            fit["rows"][row.replace("Ours ", "Ours default ", 1).replace(", concat", "", 1)] = rows[default]
+            fit["rows"][derived("default")] = rows[default]
 
 
 def aggregate(entry: dict) -> None:
