@@ -8,7 +8,8 @@ Parquet shards by Ray Data → the clusters described from a seeded sample of at
 the LLM's when ``llm`` is given, else the top keywords) → ``summary.json`` and ``report.html``. The
 driver holds the centres, that sample and one integer per input file; its memory does not grow
 with the corpus. Embeddings, assignments and names are stages of the run directory: a rerun on
-the same files with the same settings reuses them.
+the same files with the same settings reuses them. A small input on a one-node CPU cluster is
+embedded and its centres fitted in the driver instead, as ``CoEvolver``'s small stages are.
 """
 
 from __future__ import annotations
@@ -111,13 +112,14 @@ class EmbeddingKMeans(Params):
                 raise InputError(f"n_clusters={self.n_clusters} exceeds the number of texts ({len(corpus)})")
             run = RunDir(self.output_dir)
             model_dir, prompt = self._model()
+            small = self._small(len(corpus))
             embed_key = fingerprint("embed-kmeans/embed", corpus_key, str(model_dir), prompt, self.max_text_chars)
             embedded = self._stage(run, timings, "embed", embed_key,
-                                   lambda out: self._embed(corpus.dataset, model_dir, prompt).write_parquet(str(out)))
+                                   lambda out: self._embed(corpus.dataset, model_dir, prompt, small).write_parquet(str(out)))
             vectors = ray.data.read_parquet(str(embedded))
             start = time.perf_counter()
             centers, fit_rows = fit_on_sample(vectors, "embedding", int(self.n_clusters), len(corpus), self.sample_size,
-                                              self.seed, self.niter, self.normalize)
+                                              self.seed, self.niter, self.normalize, in_driver=small)
             timings["kmeans"] = round(time.perf_counter() - start, 2)
             logger.info("KMeans: %d centres fitted on %d of %d rows in %.1f s", self.n_clusters, fit_rows, len(corpus),
                         timings["kmeans"])
@@ -250,8 +252,8 @@ class EmbeddingKMeans(Params):
         self._check_fitted()
         corpus, in_memory = self._new_texts(texts, text_field)
         model_dir, prompt = self._model()
-        assigned = assign_dataset(self._embed(corpus.dataset, model_dir, prompt), "embedding",
-                                  self.cluster_centers_, self.normalize)
+        assigned = assign_dataset(self._embed(corpus.dataset, model_dir, prompt, in_memory and self._small(len(corpus))),
+                                  "embedding", self.cluster_centers_, self.normalize)
         if not in_memory:
             return assigned
         return _clusters_in_id_order(assigned.select_columns(["id", "cluster"]).to_arrow_refs())
@@ -270,7 +272,8 @@ class EmbeddingKMeans(Params):
             raise InputError("transform takes in-memory texts (an N x K array); for a path or Dataset use predict(), "
                              "which streams each row's nearest centre and distance")
         model_dir, prompt = self._model()
-        table = pa.concat_tables(ray.get(self._embed(corpus.dataset, model_dir, prompt).to_arrow_refs())).sort_by("id")
+        embedded = self._embed(corpus.dataset, model_dir, prompt, self._small(len(corpus)))
+        table = pa.concat_tables(ray.get(embedded.to_arrow_refs())).sort_by("id")
         return FaissKMeans.from_centers(self.cluster_centers_, self.normalize).transform(column_matrix(table, "embedding"))
 
     def save(self, path: str | Path) -> Path:
@@ -325,11 +328,32 @@ class EmbeddingKMeans(Params):
         model_dir = resolve_model(self.embedder)
         return model_dir, model_prompt(model_dir, self.prompt_name)
 
-    def _embed(self, ds, model_dir: Path, prompt: str):
-        from coevo_ray.embed import embed_dataset
+    def _small(self, rows: int) -> bool:
+        """Whether an input of ``rows`` rows is embedded and its centres fitted in the driver:
+        ``CoEvolver``'s rule for small stages (at most ``EmbedConfig.in_process_max_rows`` rows, a
+        one-node cluster without GPUs, no GPU asked for)."""
+        from coevo_ray.config import EmbedConfig
+        from coevo_ray.embed import small_enough_for_driver
+        from coevo_ray.hardware import current_topology
 
-        resources = self.resources or StageResources(batch_size=256)
-        return embed_dataset(ds, str(model_dir), resources, prompt=prompt)
+        return small_enough_for_driver(rows, EmbedConfig.in_process_max_rows,
+                                       self.resources or StageResources(batch_size=256), current_topology())
+
+    def _embed(self, ds, model_dir: Path, prompt: str, in_driver: bool):
+        """``ds`` with an ``embedding`` column: ``in_driver`` (see :meth:`_small`), encoded here,
+        sorted by id, so that a list, a path and a Dataset of the same texts get the same vectors;
+        otherwise lazily, by a Ray Data actor pool."""
+        import pyarrow as pa
+        import ray
+
+        from coevo_ray.embed import embed_dataset, encode_table_in_driver
+
+        if in_driver:
+            table = pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by("id")
+            logger.info("embedding %d texts in the driver (a small input on a one-node CPU cluster)", table.num_rows)
+            return ray.data.from_arrow(encode_table_in_driver(table, "text", str(model_dir), prompt=prompt,
+                                                               keep_column=True))
+        return embed_dataset(ds, str(model_dir), self.resources or StageResources(batch_size=256), prompt=prompt)
 
     @staticmethod
     def _stage(run, timings: dict[str, float], name: str, key: str, build) -> Path:

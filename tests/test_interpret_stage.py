@@ -19,35 +19,40 @@ def _run_stage(texts, spec, settings, batch_size):
     return sorted(rows, key=lambda r: (r["id"], r["candidate"]))
 
 
-def test_transformers_engine_agrees_with_vllm(ray_session, smollm2_dir):
-    """The fallback engine is the same model: fp32 greedy outputs match vLLM's token for token
-    (allowing one prompt to diverge on a near-tie)."""
-    texts, _ = read_jsonl("bank77.jsonl", n=16, seed=4)
-    settings = GenerationSettings(task=TASK, temperatures=(0.0,), max_tokens=24)
-    hf = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir), backend="transformers"), settings, 16)
-    vllm = _run_stage(texts, EngineSpec(model_dir=str(smollm2_dir)), settings, 16)
+#: Per-batch admission (the default) with several batches per actor, two in flight at once:
+#: 4 texts x 3 temperatures per batch, 3 batches.
+IN_FLIGHT = StageResources(batch_size=4, requests_in_flight=12)
+
+
+@pytest.fixture(scope="module")
+def sampled(ray_session, smollm2_dir):
+    """One uninterrupted multi-temperature run on a quiet machine: (texts, spec, settings, rows)."""
+    texts, _ = read_jsonl("bank77.jsonl", n=10, seed=1)
+    spec = EngineSpec(model_dir=str(smollm2_dir))
+    settings = GenerationSettings(task=TASK, temperatures=(0.0, 1.0, 1.5), max_tokens=24, seed=11)
+    rows = interpret_dataset(load_corpus(texts).to_ray_dataset(), spec, settings, IN_FLIGHT).take_all()
+    return texts, spec, settings, sorted(rows, key=lambda r: (r["id"], r["candidate"]))
+
+
+def test_transformers_engine_agrees_with_vllm(sampled):
+    """The fallback engine is the same model: fp32 greedy outputs match vLLM's (the module's run)
+    token for token (allowing one prompt to diverge on a near-tie)."""
+    texts, spec, settings, rows = sampled
+    vllm = [r for r in rows if r["candidate"] == 0]
+    hf = _run_stage(texts, replace(spec, backend="transformers"), replace(settings, temperatures=(0.0,)), 10)
     same = sum(a["raw"] == b["raw"] for a, b in zip(hf, vllm))
-    print(f"\ntransformers vs vLLM: {same}/16 identical greedy outputs")
-    assert same >= 15
+    print(f"\ntransformers vs vLLM: {same}/{len(vllm)} identical greedy outputs")
+    assert same >= len(vllm) - 1
     assert all(r["raw"].strip() for r in hf)
     # Both engines say which answers max_tokens cut (the preference stage never chooses those).
     reasons = [(a["finish_reason"], b["finish_reason"]) for a, b in zip(hf, vllm) if a["raw"] == b["raw"]]
     assert all(a == b for a, b in reasons) and ("length", "length") in reasons, reasons
 
 
-@pytest.fixture(scope="module")
-def sampled(ray_session, smollm2_dir):
-    """One uninterrupted multi-temperature run: (texts, spec, settings, rows)."""
-    texts, _ = read_jsonl("bank77.jsonl", n=10, seed=1)
-    spec = EngineSpec(model_dir=str(smollm2_dir))
-    settings = GenerationSettings(task=TASK, temperatures=(0.0, 1.0, 1.5), max_tokens=24, seed=11)
-    return texts, spec, settings, _run_stage(texts, spec, settings, batch_size=3)
-
-
 def test_sampled_interpretations_follow_the_seed(sampled):
     """Another seed changes the sampled candidates, not the greedy ones. (The same seed with
     other batching reproduces every candidate: the killed-actor test below compares batches of 2
-    with this module's batches of 3.)"""
+    with this module's batches of 4.)"""
     texts, spec, _, first = sampled
     assert len(first) == 30
     # Sampling really happened: the sampled candidates are not all copies of the greedy one.
@@ -93,17 +98,27 @@ def test_generation_survives_a_killed_actor(sampled):
     import psutil
 
     texts, spec, settings, clean = sampled
-    ds = interpret_dataset(load_corpus(texts).to_ray_dataset(), spec, settings, StageResources(batch_size=2))
-    rows, killed = [], []
+    # Five batches of 2 texts: when the first rows arrive, most batches are unfinished. (With the
+    # default requests_in_flight, per-batch admission makes these 10 texts one batch, done before
+    # any row arrives, and the kill retried nothing.)
+    ds = interpret_dataset(load_corpus(texts).to_ray_dataset(), spec, settings,
+                           StageResources(batch_size=2, requests_in_flight=6))
+
+    def actor_pids() -> set[int]:  # Ray titles an actor's process "ray::MapWorker(MapBatches(InterpretUDF))..."
+        return {p.pid for p in psutil.process_iter(["cmdline"]) if "InterpretUDF" in " ".join(p.info["cmdline"] or [])}
+
+    rows, killed, restarted = [], [], set()
     for row in ds.iter_rows():
         rows.append(row)
         if not killed:
-            # Ray titles an actor's process "ray::MapWorker(MapBatches(InterpretUDF))...".
-            actors = [p for p in psutil.process_iter(["cmdline"]) if "InterpretUDF" in " ".join(p.info["cmdline"] or [])]
-            assert actors, "no generation actor process found"
-            os.kill(actors[0].pid, signal.SIGKILL)
-            killed.append(actors[0].pid)
-    assert killed and len(rows) == len(clean)
+            [pid] = actor_pids() or [None]
+            assert pid, "no generation actor process found"
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        else:
+            restarted |= actor_pids() - set(killed)
+    assert killed and restarted, "the rest of the rows came without a restarted actor: the kill retried nothing"
+    assert len(rows) == len(clean)
     rows.sort(key=lambda r: (r["id"], r["candidate"]))
     assert [(r["id"], r["candidate"]) for r in rows] == [(r["id"], r["candidate"]) for r in clean], \
         "rows lost or duplicated after the actor was killed"
@@ -143,32 +158,24 @@ def test_engine_loop_shares_one_engine_between_concurrent_batches(smollm2_dir):
     assert loop.generate(texts[:2], [0.0, 0.0], [0, 0], 16) == [whole[0], loop.generate(texts[1:2], [0.0], [0], 16)[0]]
 
 
-def test_generation_gives_the_same_parquet_beside_a_busy_process(ray_session, smollm2_dir, tmp_path):
-    """Per-batch admission (the default): the same generation, once on a quiet machine and once
-    beside a process that keeps a core busy, writes the same answers, byte for byte. Several
-    batches per actor, two in flight at once: with continuous admission their arrival timing
-    decided which requests shared an engine step, and a loaded machine flipped greedy tokens."""
+def test_generation_gives_the_same_parquet_beside_a_busy_process(sampled, tmp_path):
+    """Per-batch admission (the default): the module's generation, run on a quiet machine, run
+    again beside a process that keeps a core busy, writes the same answers, byte for byte.
+    Several batches per actor, two in flight at once: with continuous admission their arrival
+    timing decided which requests shared an engine step, and a loaded machine flipped greedy tokens."""
     import subprocess
     import sys
 
     import pyarrow.parquet as pq
 
-    texts, _ = read_jsonl("bank77.jsonl", n=8, seed=8)  # 4 batches, 2 in flight
-    settings = GenerationSettings(task=TASK, temperatures=(0.0, 1.0), max_tokens=24, seed=3)
-    resources = StageResources(batch_size=2, requests_in_flight=4)  # 2 texts x 2 temperatures per batch
-
-    def run(out):
-        ds = interpret_dataset(load_corpus(texts).to_ray_dataset(), EngineSpec(model_dir=str(smollm2_dir)),
-                               settings, resources)
-        ds.select_columns(["id", "candidate", "raw", "finish_reason"]).write_parquet(str(out))
-        table = pq.read_table(str(out)).sort_by([("id", "ascending"), ("candidate", "ascending")])
-        return {name: table.column(name).to_pylist() for name in table.column_names}
-
-    quiet = run(tmp_path / "quiet")
+    texts, spec, settings, quiet = sampled
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        loaded = run(tmp_path / "loaded")
+        ds = interpret_dataset(load_corpus(texts).to_ray_dataset(), spec, settings, IN_FLIGHT)
+        ds.select_columns(["id", "candidate", "raw", "finish_reason"]).write_parquet(str(tmp_path / "loaded"))
     finally:
         busy.kill()
-    assert len(quiet["raw"]) == 16
-    assert loaded == quiet, [(a, b) for a, b in zip(quiet["raw"], loaded["raw"]) if a != b][:3]
+    loaded = pq.read_table(str(tmp_path / "loaded")).sort_by([("id", "ascending"), ("candidate", "ascending")])
+    assert loaded.num_rows == len(quiet) == 30
+    for column in ("id", "candidate", "raw", "finish_reason"):
+        assert loaded.column(column).to_pylist() == [r[column] for r in quiet], column

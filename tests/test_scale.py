@@ -36,11 +36,15 @@ def shards(tmp_path_factory, bank77):
     return root
 
 
-def test_path_and_dataset_inputs_give_the_list_labels(ray_session, bank77, shards, tmp_path):
+def test_path_and_dataset_inputs_give_the_list_labels(ray_session, bank77, shards, tmp_path, monkeypatch):
+    """240 texts are embedded and their centres fitted in the driver (a small input on this
+    one-node cluster), whatever the input kind; the Dataset input goes through the Ray Data actor
+    pool and the Ray task instead, as a large input would: the same labels either way."""
     import io
 
     from coevo_ray import EmbeddingKMeans
     from coevo_ray.cli import parse_args, run
+    from coevo_ray.config import EmbedConfig
 
     texts, labels = bank77
     model = EmbeddingKMeans(n_clusters=K, sample_size=N_TEXTS)
@@ -67,7 +71,9 @@ def test_path_and_dataset_inputs_give_the_list_labels(ray_session, bank77, shard
     assert table.column("cluster").to_pylist() == listed.tolist()
     assert table.column("label").to_pylist() == labels and "distance" in table.column_names
     dataset = ray_session.data.from_items([{"body": t} for t in texts])
-    assert assigned(dataset, "ds", text_field="body")[1].column("cluster").to_pylist() == listed.tolist()
+    with monkeypatch.context() as patch:
+        patch.setattr(EmbedConfig, "in_process_max_rows", 0)  # as if the input were large
+        assert assigned(dataset, "ds", text_field="body")[1].column("cluster").to_pylist() == listed.tolist()
     assert (model.predict(texts) == listed).all()
     streamed = model.predict(str(shards)).take_all()  # a path predicts as a lazy Dataset
     assert sorted((r["id"], r["cluster"]) for r in streamed) == list(enumerate(listed.tolist()))

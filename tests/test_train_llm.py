@@ -171,17 +171,33 @@ def test_deepspeed_zero2_on_two_cpu_workers_resumes_every_rank_from_its_own_part
     """DPO under DeepSpeed ZeRO-2 (its CPU accelerator, gloo) on 2 workers, one SIGKILLed after the
     periodic checkpoints start. Each rank's optimizer partition must be in the reported checkpoint
     (rank 0's alone made every restart fail: rank 1 found no ``zero_pp_rank_1_…``), and the
-    restarted group resumes and ends with equal adapters on both ranks."""
+    restarted group resumes and ends with equal adapters on both ranks.
+
+    It starts, as iteration t >= 2 of the loop does, from a saved adapter (here one with random
+    LoRA weights): its LoRA parameters at the start must be exactly that adapter's — neither a
+    fresh adapter (LoRA B zero) nor a frozen "ref" copy beside it (TRL 1.16 adds one when handed a
+    PeftModel: the reference must stay the base model)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
     from coevo_ray.hardware import TrainLayout
+    from coevo_ray.runtime import parameters_digest
 
     pairs, _ = _pairs(smollm2_dir, n=8)
     cfg = LLMTrainConfig(max_steps=3, per_device_batch_size=2, learning_rate=1e-3, num_workers=2, max_length=384,
                          checkpoint_every=1, lora_r=8)
+    torch.manual_seed(1)
+    previous = get_peft_model(AutoModelForCausalLM.from_pretrained(str(smollm2_dir), dtype=torch.float32),
+                              LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, task_type="CAUSAL_LM",
+                                         target_modules=list(cfg.lora_target_modules), init_lora_weights=False))
+    previous.save_pretrained(tmp_path / "previous")
+    previous_digest = parameters_digest(previous, "lora_")
     layout = TrainLayout(num_workers=2, use_gpu=False, cpus_per_worker=1.0, backend="gloo", deepspeed=True)
     storage = tmp_path / "ray"
     killer, killed = kill_a_train_worker_after_checkpoints(storage)
     adapter, metrics = train_dpo(str(smollm2_dir), pairs, tmp_path / "adapter", cfg, storage_path=str(storage),
-                                 layout=layout)
+                                 layout=layout, init_adapter_dir=str(tmp_path / "previous"))
     killer.join(timeout=5)
     print("\nDeepSpeed DPO metrics:", json.dumps({k: metrics[k] for k in ("steps", "resumed_from_step",
                                                                          "distributed_type")}))
@@ -189,6 +205,7 @@ def test_deepspeed_zero2_on_two_cpu_workers_resumes_every_rank_from_its_own_part
     assert metrics["distributed_type"].endswith("DEEPSPEED"), metrics["distributed_type"]
     assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= killed["files"]
     assert metrics["steps"] == 3 and 1 <= metrics["resumed_from_step"] < 3, metrics
+    assert metrics["initial_digest"] == previous_digest, "DPO did not start from the saved adapter alone"
     digests = metrics["rank_digests"]
     assert len(digests) == 2 and digests[0] == digests[1] != metrics["initial_digest"]
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8

@@ -59,11 +59,13 @@ def _fit_task(sample, column: str, n_clusters: int, seed: int, niter: int, norma
 
 
 def fit_on_sample(ds, column: str, n_clusters: int, n_rows: int, sample_size: int, seed: int = 0,
-                  niter: int = 25, normalize: bool = True, task_gpus: float | None = None) -> tuple[np.ndarray, int]:
+                  niter: int = 25, normalize: bool = True, task_gpus: float | None = None,
+                  in_driver: bool = False) -> tuple[np.ndarray, int]:
     """KMeans centres (K × d) fitted on a seeded sample of about ``sample_size`` of the ``n_rows``
     rows of ``ds`` (all of them when ``n_rows <= sample_size``), in one Ray task (``task_gpus``
-    GPUs: the hardware plan's, by default one when the cluster has GPUs); returns the centres and
-    the rows they were fitted on. ``ds`` needs ``id`` and ``column``."""
+    GPUs: the hardware plan's, by default one when the cluster has GPUs) or, ``in_driver``, in
+    this process (a small input on a one-node CPU cluster); returns the centres and the rows they
+    were fitted on. ``ds`` needs ``id`` and ``column``."""
     import ray
 
     from coevo_ray.hardware import remote_task
@@ -72,6 +74,9 @@ def fit_on_sample(ds, column: str, n_clusters: int, n_rows: int, sample_size: in
     fraction = min(1.0, sample_size / max(n_rows, 1))
     sample = ds.select_columns(["id", column]).map_batches(
         _sample_rows, fn_kwargs={"column": column, "fraction": fraction, "seed": seed}, batch_format="numpy")
+    if in_driver:
+        out = _fit_task(sample, column, n_clusters, seed, niter, normalize)
+        return out["centers"], out["rows"]
     gpus = cluster_task_gpus() if task_gpus is None else task_gpus
     out = ray.get(remote_task(_fit_task, gpus).remote(sample, column, n_clusters, seed, niter, normalize, gpus))
     return out["centers"], out["rows"]

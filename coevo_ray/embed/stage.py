@@ -65,6 +65,29 @@ def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: s
     ))
 
 
+def small_enough_for_driver(rows: int | None, max_rows: int, resources: StageResources, topology) -> bool:
+    """Whether ``rows`` texts are embedded in the driver rather than by a Ray Data actor pool: a
+    known number of at most ``max_rows`` rows, no GPU asked for, a one-node cluster without GPUs
+    (the rule of ``HardwarePlan.in_driver``, for stages that hold a ``StageResources``)."""
+    from coevo_ray.hardware import actor_layout
+
+    resources = actor_layout(resources, topology) if not resources.resolved else resources
+    return rows is not None and rows <= max_rows and resources.gpus_per_actor == 0 and topology.one_cpu_node
+
+
+def encode_table_in_driver(table, column: str, model_dir: str, encode_batch_size: int = 64, prompt: str = "",
+                           keep_column: bool = False):
+    """``table`` with an ``embedding`` column (float32, L2-normalised) of ``column`` (dropped
+    unless ``keep_column``), encoded in this process by the driver's cached encoder: what
+    :class:`EmbedUDF` computes, for a small table."""
+    import pyarrow as pa
+
+    vectors = encode(driver_encoder(model_dir), [str(t) for t in table.column(column).to_pylist()],
+                     encode_batch_size, prompt=prompt)
+    table = table if keep_column else table.drop_columns([column])
+    return table.append_column("embedding", pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[1]))
+
+
 def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResources, column: str,
                   keep: list[str], greedy_only: bool = False, in_process_max_rows: int = 0,
                   encode_batch_size: int = 64, prompt: str = "", plan: "HardwarePlan | None" = None) -> str:
@@ -72,7 +95,6 @@ def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResou
     columns and ``embedding``), each text preceded by ``prompt``. At most ``in_process_max_rows``
     rows where the hardware plan (``plan``; by default the connected cluster's) runs small stages in
     the driver are embedded there. Returns where it ran: "driver" or "ray-data"."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
 
@@ -81,16 +103,13 @@ def embed_parquet(source: Path, out: Path, model_dir: str, resources: StageResou
     topology = plan.topology if plan is not None else current_topology()
     resources = actor_layout(resources, topology) if not resources.resolved else resources
     rows = sum(pq.read_metadata(f).num_rows for f in sorted(Path(source).glob("*.parquet")))
-    if resources.gpus_per_actor == 0 and topology.one_cpu_node and rows <= in_process_max_rows:
+    if small_enough_for_driver(rows, in_process_max_rows, resources, topology):
         from coevo_ray.tables import read_table
 
         table = read_table(Path(source), keep + [column], sort_by=(),
                            filters=[("candidate", "=", 0)] if greedy_only else None)
-        vectors = encode(driver_encoder(model_dir), [str(t) for t in table.column(column).to_pylist()],
-                         encode_batch_size, prompt=prompt)
-        table = table.drop_columns([column]).append_column(
-            "embedding", pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[1]))
-        pq.write_table(table, Path(out) / "part-0.parquet")
+        pq.write_table(encode_table_in_driver(table, column, model_dir, encode_batch_size, prompt),
+                       Path(out) / "part-0.parquet")
         return "driver"
     from ray.data.expressions import col
 
