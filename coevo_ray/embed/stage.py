@@ -65,14 +65,14 @@ def embed_dataset(ds, model_dir: str, resources: StageResources, input_column: s
     ))
 
 
-def small_enough_for_driver(rows: int | None, max_rows: int, resources: StageResources, topology) -> bool:
-    """Whether ``rows`` texts are embedded in the driver rather than by a Ray Data actor pool: a
-    known number of at most ``max_rows`` rows, no GPU asked for, a one-node cluster without GPUs
-    (the rule of ``HardwarePlan.in_driver``, for stages that hold a ``StageResources``)."""
+def small_enough_for_driver(rows: int, max_rows: int, resources: StageResources, topology) -> bool:
+    """Whether ``rows`` texts are embedded in the driver rather than by a Ray Data actor pool: at
+    most ``max_rows`` rows, no GPU asked for, a one-node cluster without GPUs (the rule of
+    ``HardwarePlan.in_driver``, for stages that hold a ``StageResources``)."""
     from coevo_ray.hardware import actor_layout
 
     resources = actor_layout(resources, topology) if not resources.resolved else resources
-    return rows is not None and rows <= max_rows and resources.gpus_per_actor == 0 and topology.one_cpu_node
+    return rows <= max_rows and resources.gpus_per_actor == 0 and topology.one_cpu_node
 
 
 def encode_table_in_driver(table, column: str, model_dir: str, encode_batch_size: int = 64, prompt: str = "",
