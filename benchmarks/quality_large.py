@@ -147,7 +147,9 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
     model = CoEvolver(**common).fit(texts, labels, resume=True)
     seconds = round(sum(model.timings_.values()), 1)
     stages = out / "stages"
-    result: dict = {"seconds": seconds or None, "rows": {}, "label_free": {}, "history": [], "wall_s": round(time.perf_counter() - start, 1)}
+    # the fit's own machine: the result file's "machine" is the last run's, and runs move between machines
+    result: dict = {"seconds": seconds or None, "rows": {}, "label_free": {}, "history": [],
+                    "wall_s": round(time.perf_counter() - start, 1), "machine": machine()}
     for h in model.history_:
         result["history"].append({k: h.get(k) for k in ("iteration", "acc", "nmi", "parse_fallbacks", "on_text",
                                                         "preferences", "fallback_kinds")})
