@@ -1,10 +1,12 @@
 """Every fenced code block of README.md and docs/*.md, run so that none can drift from the code.
 
-- ``python``: run. A page's Python blocks run in order in one interpreter (a page reads like a
+- ``python``: run. A page's Python blocks run in order in one namespace (a page reads like a
   notebook: later blocks use what earlier ones defined), in a fresh working directory, on the
   offline models, with ``load_demo`` cut to the demo's first ``DEMO_ROWS`` rows: the test checks
   that the code runs as written, and a fit's cost grows with its rows (the README's printed
-  figures come from ``make demo`` on the whole demo: benchmarks/README.md).
+  figures come from ``make demo`` on the whole demo: benchmarks/README.md). All pages run in one
+  interpreter, one after another, each in its own namespace and directory: Python's and Ray's
+  start-up is paid once rather than per page, and a failing page still lets the next ones run.
 - ``bash``: run with ``bash -e -o pipefail``, from that same directory, with ``.venv/bin`` first on
   the PATH; such blocks must be quick.
 - ``shell``: commands for another setting — a fresh machine's ``make`` targets (the suite itself
@@ -19,6 +21,7 @@ Any other language fails the test, so a new block is always classified.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -63,22 +66,61 @@ def test_every_block_has_a_known_kind_and_every_page_is_short_enough():
 
 
 PYTHON_PAGES = [p for p in PAGES if any(lang == "python" for lang, _, _ in blocks(p))]
+#: Runs the pages listed in the JSON file it is given (``[{"name", "dir", "blocks": [[line,
+#: code], ...]}]``): each page's blocks in a fresh ``__main__``-named namespace, in the page's
+#: directory, with markers the tests read; a page that raises prints its traceback, and the next
+#: page runs. Guarded by ``__main__``: engines that spawn processes re-import the main module.
+PAGE_RUNNER = DEMO_PRELUDE + """
+import gc, json, os, sys, traceback
+
+if __name__ == "__main__":
+    for page in json.loads(open(sys.argv[1]).read()):
+        name = page["name"]
+        os.chdir(page["dir"])
+        namespace = {"__name__": "__main__"}
+        print(f"<<page {name} start>>", flush=True)
+        try:
+            for line, code in page["blocks"]:
+                exec(compile(code, f"{name}:{line}", "exec"), namespace)
+                print(f"<<block {name}:{line} done>>", flush=True)
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+            print(f"<<page {name} failed>>", flush=True)
+        else:
+            print(f"<<page {name} done>>", flush=True)
+        namespace.clear()
+        gc.collect()
+"""
 
 
+@pytest.fixture(scope="module")
+def page_runs(tmp_path_factory) -> str:
+    """The output of every Python page, run in one interpreter (stdout and stderr together)."""
+    root = tmp_path_factory.mktemp("pages")
+    pages = []
+    for page in PYTHON_PAGES:
+        workdir = root / page.stem
+        workdir.mkdir()
+        pages.append({"name": page.name, "dir": str(workdir),
+                      "blocks": [[line, code] for lang, code, line in blocks(page) if lang == "python"]})
+    (root / "pages.json").write_text(json.dumps(pages))
+    (root / "run_pages.py").write_text(PAGE_RUNNER)
+    done = subprocess.run([sys.executable, str(root / "run_pages.py"), str(root / "pages.json")], cwd=root,
+                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=2400)
+    return done.stdout + f"\n<<runner exit {done.returncode}>>\n"
+
+
+@pytest.mark.timeout(2700)  # the first page's test waits for every page's run (the fixture)
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=[p.name for p in PYTHON_PAGES])
-def test_python_blocks_run(page, tmp_path):
-    parts = [DEMO_PRELUDE]
-    for lang, code, line in blocks(page):
-        if lang == "python":
-            parts.append(f"# --- {page.name}:{line}\n{code}")
-            parts.append(f"print('<<block {page.name}:{line} done>>', flush=True)\n")
-    script = tmp_path / "page.py"
-    script.write_text("\n".join(parts))
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                          timeout=1500)
-    ran = re.findall(r"<<block (\S+) done>>", done.stdout)
-    assert done.returncode == 0, (f"{page.name}: blocks done {ran}; the next one failed:\n"
-                                  f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+def test_python_blocks_run(page, page_runs):
+    start = page_runs.find(f"<<page {page.name} start>>")
+    assert start >= 0, f"{page.name} never ran; the runner's output ends:\n{page_runs[-5000:]}"
+    following = re.compile(r"<<page \S+ start>>").search(page_runs, start + 1)
+    output = page_runs[start:following.start() if following else None]
+    ran = re.findall(r"<<block (\S+) done>>", output)
+    assert f"<<page {page.name} done>>" in output, (f"{page.name}: blocks done {ran}; the next one failed:\n"
+                                                    f"{output[-6000:]}")
 
 
 def test_bash_blocks_run(tmp_path):
