@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -71,15 +72,17 @@ def sample(name: str, seed: int = 0) -> tuple[list[str], list[str]]:
     return [rows[i]["text"] for i in keep], [labels[i] for i in keep]
 
 
-def settings(llm: str, max_tokens: int, embedder_lr: float | None = None) -> dict:
+def settings(llm: str, max_tokens: int, embedder_lr: float | None = None, bf16: bool = False) -> dict:
     """``CoEvolver`` keyword arguments of one fit (on top of the library's quick profile);
-    ``embedder_lr``: the embedder's learning rate instead of the profile's."""
+    ``embedder_lr``: the embedder's learning rate instead of the profile's; ``bf16``: the LLM
+    generates and trains in bf16 (the CPU opt-in, coevo_ray/hardware.py), the embedder as before."""
     qwen = "qwen" in llm
+    # Qwen's 151k-token vocabulary: batch 1 × 4 accumulation per worker keeps DPO's logits small.
+    train_llm = {"per_device_batch_size": 1, "gradient_accumulation_steps": 4} if qwen else {}
     return {"profile": "quick", "llm": llm, "embedder": EMBEDDER, "iterations": 1, "representation": "concat",
-            "interpret": {"max_tokens": max_tokens},
+            "interpret": {"max_tokens": max_tokens, **({"dtype": "bfloat16"} if bf16 else {})},
             **({"train_embedder": {"learning_rate": embedder_lr}} if embedder_lr else {}),
-            # Qwen's 151k-token vocabulary: batch 1 × 4 accumulation per worker keeps DPO's logits small.
-            "train_llm": {"per_device_batch_size": 1, "gradient_accumulation_steps": 4} if qwen else {},
+            "train_llm": {**train_llm, **({"bf16": True} if bf16 else {})},
             "cluster": {"name_clusters": False, "baseline": False}}
 
 
@@ -94,12 +97,12 @@ def other_rate(args) -> float | None:
 
 def variant(args) -> str:
     """The suffix of a fit's cache directory and per-seed key for a non-default setting."""
-    return f"-elr{other_rate(args):g}" if other_rate(args) else ""
+    return (f"-elr{other_rate(args):g}" if other_rate(args) else "") + ("-bf16" if args.bf16 else "")
 
 
 def label(args) -> str:
     """The same, as it reads in a row name."""
-    return f", embedder lr {other_rate(args):g}" if other_rate(args) else ""
+    return (f", embedder lr {other_rate(args):g}" if other_rate(args) else "") + (", bf16" if args.bf16 else "")
 
 
 def scores(x: np.ndarray, labels: list[str]) -> dict:
@@ -142,7 +145,7 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
 
     out = CACHE / f"{name}-{llm}-s{seed}{variant(args)}"
     common = dict(n_clusters=len(set(labels)), seed=seed, output_dir=str(out),
-                  **paper_preset(name, settings(llm, args.max_tokens, args.embedder_lr)))
+                  **paper_preset(name, settings(llm, args.max_tokens, args.embedder_lr, args.bf16)))
     start = time.perf_counter()
     model = CoEvolver(**common).fit(texts, labels, resume=True)
     seconds = round(sum(model.timings_.values()), 1)
@@ -208,7 +211,8 @@ def add_auto_rows(fit: dict, raw_text: dict | None) -> None:
     if raw_text is None:
         return
     default = default_representation()
-    for row in [r for r in fit["rows"] if r.endswith(", concat)") or ", concat, embedder lr" in r]:
+    # "Ours iter-t (llm, concat)", or with a setting's label: "(llm, concat, bf16)"; not concat-w2
+    for row in [r for r in fit["rows"] if re.search(r", concat(, [^)]*)?\)$", r)]:
         def derived(name: str) -> str:  # "Ours iter-1 (llm, concat)" -> "Ours <name> iter-1 (llm)"
             return row.replace("Ours ", f"Ours {name} ", 1).replace(", concat", "", 1)
 
@@ -264,7 +268,8 @@ def size_curve(result: dict) -> dict:
         kind, measured = gains.setdefault(entry["kind"], {}), False
         for llm in LLMS:
             for curve, row in CURVES.items():
-                acc = entry["rows"].get(row.format(llm=llm))
+                # the fp32 row, else the bf16 one (a 1.5B fit in fp32 outlasts a session on some machines)
+                acc = entry["rows"].get(row.format(llm=llm)) or entry["rows"].get(row.format(llm=llm)[:-1] + ", bf16)")
                 if acc is not None:
                     kind.setdefault(curve, {}).setdefault(llm, []).append(acc[0] - base[0])
                     measured = True
@@ -319,7 +324,8 @@ def markdown(result: dict) -> str:
     lines = [f"# {NAME}", "", "ACC / NMI, mean over the pipeline seeds measured (± ACC spread over them); KMeans rows: "
              "raw texts with the untrained embedder, mean (± std) over 5 KMeans seeds. Ours: EmbeddingGemma-300m "
              "co-trained with the LLM named, at the quick profile's embedder rate for its size (1e-6) unless a row names "
-             "another; Δ = ACC gain over KMeans (embeddinggemma-300m).", ""]
+             "another; a row named bf16: the LLM generated and trained in bf16 (`--bf16`); Δ = ACC gain over KMeans "
+             "(embeddinggemma-300m).", ""]
     for name, entry in result["datasets"].items():
         base = entry["rows"].get(f"KMeans ({EMBEDDER})", [0, 0])[0]
         lines += [f"## {name} ({KINDS.get(name, '?')}, n = {entry['n']}, K = {entry['k']})", "",
@@ -333,7 +339,8 @@ def markdown(result: dict) -> str:
     if curve:
         lines += ["## LLM size", "", f"![ACC gain against LLM size]({PLOT})", "",
                   "Mean ACC gain over KMeans (embeddinggemma-300m) at iteration 1 per set kind, over the kind's sets "
-                  "measured (their number in brackets); noise: that baseline's mean KMeans-seed spread on them; "
+                  "measured (their number in brackets; an LLM's bf16 row where it has no fp32 one); noise: that "
+                  "baseline's mean KMeans-seed spread on them; "
                   "paper-7b: the paper's Ours iter-1 over its own KMeans on the same sets (Qwen2.5-7B-Instruct, "
                   "e5-large, full sets).", "",
                   "| kind | noise | row | " + " | ".join((*LLMS, PAPER_LLM)) + " |",
@@ -359,6 +366,9 @@ def main(argv=None) -> int:
     p.add_argument("--baselines-only", action="store_true")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the rows, LLM-size curve, plot and markdown from the result file, fitting nothing")
+    p.add_argument("--bf16", action="store_true",
+                   help="the LLM generates and trains in bf16 (rows and cache named with it): several times "
+                        "faster where the CPU has bf16 matrix units")
     p.add_argument("--embedder-lr", type=float, default=None,
                    help="the embedder's learning rate instead of the quick profile's for its size "
                         "(rows named with it where it differs)")
