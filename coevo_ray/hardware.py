@@ -15,8 +15,9 @@ What the plan decides, and why:
   "bfloat16"}``, ``train_llm={"bf16": True}``): with AMX it generates several times faster
   (benchmarks/results/throughput-dtype.md), but a repeated fit in the test suite on an AMX machine
   gave other greedy answers than the first (cause not found; fp32 has always reproduced), and a
-  fit must give the same outputs for the same seed. Without AMX bf16 is slower than fp32
-  (throughput-bf16.md); AVX2-only CPUs have no bf16 arithmetic at all. The plan line names AMX
+  fit must give the same outputs for the same seed. Without AMX it depends on the CPU (slower
+  on one AVX-512 BF16 Xeon, faster on an AMD EPYC: throughput-bf16*.md); AVX2-only CPUs have no
+  bf16 arithmetic at all. The plan line names AMX
   where the CPU has it. Eager mode and no chunked prefill on CPUs (vLLM-CPU's
   seeded sampling fails with chunked prefill; torch.compile warm-up costs minutes on 2 cores);
   CUDA graphs and vLLM's defaults on GPUs. The DPO adapter is served as merged weights on CPU
