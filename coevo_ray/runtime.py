@@ -142,20 +142,24 @@ def report_staged(metrics: dict, stage: Path | None, write: Callable[[Path], Any
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def fit_and_export(make_trainer: Callable[[Any], Any], name: str, storage_path: str | None, max_failures: int,
+def fit_and_export(make_trainer: Callable[[Any, Any], Any], name: str, storage_path: str | None, max_failures: int,
                    out_dir, what: str) -> tuple[Path, dict[str, Any]]:
-    """Build a Ray Train trainer with ``make_trainer(run_config)``, run it, copy its final
-    checkpoint to ``out_dir`` and return its metrics. The run keeps two checkpoints for restarts
-    (``max_failures``) under ``storage_path`` (a temporary one when None); the copy is the artifact,
-    so they are deleted from the storage afterwards (hundreds of MB per fit otherwise)."""
+    """Build a Ray Train trainer with ``make_trainer(run_config, progress)``, run it, copy its final
+    checkpoint to ``out_dir`` and return its metrics. ``progress``: the handle rank 0 posts its
+    steps to (``progress.report_step``; the driver logs them as ``<what>: step n/N``). The run keeps
+    two checkpoints for restarts (``max_failures``) under ``storage_path`` (a temporary one when
+    None); the copy is the artifact, so they are deleted from the storage afterwards (hundreds of
+    MB per fit otherwise)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
-    with _train_storage(storage_path) as storage:
+    from coevo_ray.progress import train_progress
+
+    with _train_storage(storage_path) as storage, train_progress(what) as progress:
         # A fresh name per fit: Ray Train V2 restores a run whose name and storage path exist.
         run_config = RunConfig(name=f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}", storage_path=storage,
                                failure_config=FailureConfig(max_failures=max_failures),
                                checkpoint_config=CheckpointConfig(num_to_keep=2))
-        result = make_trainer(run_config).fit()
+        result = make_trainer(run_config, progress).fit()
         if result.checkpoint is None:
             raise TrainingError(f"{what} finished without reporting a checkpoint")
         out = Path(out_dir)

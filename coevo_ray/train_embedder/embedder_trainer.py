@@ -178,6 +178,7 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
     import torch
     from ray.train.torch import get_device, prepare_model
 
+    from coevo_ray.progress import report_step
     from coevo_ray.runtime import gather_from_ranks, parameters_digest, rank_nodes, report_staged
 
     cfg = EmbedderTrainConfig(**config["train"])
@@ -222,8 +223,10 @@ def _train_in(config: dict[str, Any], scratch: Path) -> None:
             for key, value in zip(LOSS_PARTS, parts):
                 sums[key] += float(value.detach())
             step += 1
-            if rank == 0 and (step % 10 == 0 or step == total_steps):
-                logger.info("embedder: step %d/%d loss %.4f", step, total_steps, float(parts[0]))
+            if rank == 0:
+                report_step(config.get("progress"), step, total_steps)
+                if step % 10 == 0 or step == total_steps:
+                    logger.info("embedder: step %d/%d loss %.4f", step, total_steps, float(parts[0]))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
                 report_staged({"step": step, "mean_loss": sums["loss"] / step}, stage,
                               lambda out, step=step: _save_train_state(out, loss_module, optimizer, step, sums, step_times))
@@ -283,8 +286,9 @@ def train_embedder(
               "centroids": None if centroids is None else np.asarray(centroids, np.float32),
               "cluster_frequency": None if cluster_frequency is None else np.asarray(cluster_frequency, np.float32)}
     return fit_and_export(
-        lambda run_config: TorchTrainer(
-            _train_loop, train_loop_config=config, scaling_config=scaling, torch_config=torch_config,
+        lambda run_config, progress: TorchTrainer(
+            _train_loop, train_loop_config={**config, "progress": progress}, scaling_config=scaling,
+            torch_config=torch_config,
             datasets={"train": pairs},
             # Every worker sees every row (it keeps its own), in the same order on every run.
             dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),

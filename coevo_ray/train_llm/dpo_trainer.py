@@ -69,6 +69,19 @@ def step_timer():
     return StepTimer()
 
 
+def _step_poster(progress):
+    """A ``TrainerCallback`` posting each optimizer step to the driver's progress line."""
+    from transformers import TrainerCallback
+
+    from coevo_ray.progress import report_step
+
+    class StepPoster(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs) -> None:
+            report_step(progress, state.global_step, state.max_steps)
+
+    return StepPoster()
+
+
 def _ray_checkpoint_reporter():
     """A ``TrainerCallback`` reporting each Hugging Face checkpoint to Ray Train. Every rank
     reports the files it wrote (rank 0 the shared ones; every rank its RNG state and its ZeRO
@@ -186,6 +199,8 @@ def _train_in(config: dict[str, Any], out_dir: str) -> None:
     trainer.add_callback(step_times)
     if cfg.checkpoint_every:
         trainer.add_callback(_ray_checkpoint_reporter())
+    if rank == 0:
+        trainer.add_callback(_step_poster(config.get("progress")))
     initial_digest = parameters_digest(trainer.model, "lora_")
     resume_dir, resumed_from = None, 0
     previous = ray.train.get_checkpoint()
@@ -282,6 +297,7 @@ def train_dpo(
               "layout": asdict(layout),
               "init_adapter_dir": str(init_adapter_dir) if init_adapter_dir else None}
     return fit_and_export(
-        lambda run_config: TorchTrainer(_train_loop, train_loop_config=config, scaling_config=scaling,
-                                        torch_config=torch_config, run_config=run_config),
+        lambda run_config, progress: TorchTrainer(_train_loop, train_loop_config={**config, "progress": progress},
+                                                  scaling_config=scaling, torch_config=torch_config,
+                                                  run_config=run_config),
         f"dpo-{len(pairs['prompt'])}", storage_path, cfg.max_failures, out_dir, "DPO")
