@@ -182,5 +182,7 @@ def log_estimate(config: "CoEvolverConfig", texts: list[str], plan: "HardwarePla
     except Exception as exc:  # noqa: BLE001 — an estimate never stops a fit (weights not in safetensors, …)
         logger.info("cost estimate: unavailable (%s: %s)", type(exc).__name__, exc)
         return None
-    logger.info("%s", cost.describe())
+    # The rates are fp32 GEMM's (NumPy: the driver does not import torch, so bf16 is not measured).
+    bf16 = " (the LLM stages at fp32 speed: this fit's LLM runs bf16)" if plan.engine_dtype == "bfloat16" else ""
+    logger.info("%s%s", cost.describe(), bf16)
     return cost

@@ -4,6 +4,7 @@ scikit-learn)."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -228,3 +229,19 @@ def test_the_cost_estimate_counts_the_fits_work(smollm2_dir, minilm_dir):
     assert sampled.answers == cost.answers and sampled.total_s == pytest.approx(cost.total_s + sampled.stream_s)
     assert 1.8 * sampled.stream_s < bigger.stream_s < 2.2 * sampled.stream_s
     assert "the streaming pass over 20,000 more rows" in sampled.describe()
+
+
+def test_the_logged_estimate_says_when_the_llm_runs_bf16_on_a_cpu(smollm2_dir, minilm_dir, caplog):
+    from coevo_ray.config import CoEvolverConfig
+    from coevo_ray.cost import log_estimate
+    from coevo_ray.hardware import Topology, make_plan
+
+    lines = {}
+    for dtype in ("float32", "bfloat16"):
+        config = CoEvolverConfig.from_params(profile="quick", task=TASK, n_clusters=10, interpret={"dtype": dtype})
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="coevo_ray.cost"):
+            assert log_estimate(config, ["a short text"] * 40, make_plan(Topology.of((2, 0)), config), smollm2_dir,
+                                minilm_dir) is not None
+        [lines[dtype]] = [r.getMessage() for r in caplog.records]
+    assert "runs bf16" not in lines["float32"] and "at fp32 speed: this fit's LLM runs bf16" in lines["bfloat16"]
