@@ -146,7 +146,7 @@ def fit_and_export(make_trainer: Callable[[Any, Any], Any], name: str, storage_p
                    out_dir, what: str) -> tuple[Path, dict[str, Any]]:
     """Build a Ray Train trainer with ``make_trainer(run_config, progress)``, run it, copy its final
     checkpoint to ``out_dir`` and return its metrics. ``progress``: the handle rank 0 posts its
-    steps to (``progress.report_step``; the driver logs them as ``<what>: step n/N``). The run keeps
+    steps to (``progress.report_step``; the driver logs them as ``<what>: n/N steps``). The run keeps
     two checkpoints for restarts (``max_failures``) under ``storage_path`` (a temporary one when
     None); the copy is the artifact, so they are deleted from the storage afterwards (hundreds of
     MB per fit otherwise)."""
