@@ -278,6 +278,56 @@ def aggregate(entry: dict) -> None:
     entry["rows"], entry["spread"] = rows, spread
 
 
+def llm_row_name(rows: dict, template: str, llm: str) -> str | None:
+    """The name of the row ``template`` names for ``llm`` (``{llm}`` filled in): the fp32 fit's,
+    else the bf16 one's (a 1.5B fit in fp32 outlasts a session on some machines); None if neither."""
+    name = template.format(llm=llm)
+    return next((n for n in (name, name[:-1] + ", bf16)") if n in rows), None)
+
+
+def llm_row(rows: dict, template: str, llm: str) -> list | None:
+    """That row's [ACC, NMI]."""
+    name = llm_row_name(rows, template, llm)
+    return rows[name] if name else None
+
+
+def summary(result: dict) -> list[str]:
+    """Markdown lines: per set and LLM, each kind's ACC after iteration 1 and its gain over
+    KMeans (embeddinggemma-300m), the answers alone, and what ``auto`` clustered."""
+    cells = {"concat": "Ours iter-1 ({llm}, concat)", "text": "Ours iter-1 ({llm}, text)",
+             "interpretations": "Ours iter-1 ({llm}, interpretation)",
+             "answers alone": "Untrained embedder iter-0 ({llm}, interpretation)", "auto": CURVES["auto"]}
+    lines = ["## Summary", "", "ACC after iteration 1 (Δ over KMeans (embeddinggemma-300m)), the mean over the "
+             "seeds measured; answers alone: the LLM's iteration-0 greedy answers embedded by the untrained "
+             "embedder (what the LLM adds before any training; recorded from this commit's fits on); auto: what "
+             "`representation=\"auto\"` clustered.", "",
+             "| set | KMeans (embeddinggemma-300m) | LLM | " + " | ".join(cells) + " |", "|---" * (3 + len(cells)) + "|"]
+    means: dict = {}
+    for name, entry in result["datasets"].items():
+        base = entry["rows"].get(f"KMeans ({EMBEDDER})")
+        if base is None:
+            continue
+        for llm in LLMS:
+            values = {kind: llm_row(entry["rows"], row, llm) for kind, row in cells.items()}
+            if not any(values.values()):
+                continue
+            auto = llm_row_name(entry["rows"], cells["auto"], llm)
+            chosen = sorted({fit["auto_chose"][auto] for fit in entry.get("per_seed", {}).values()
+                             if auto in fit.get("auto_chose", {})})
+            text = {kind: f"{v[0]} ({v[0] - base[0]:+.2f})" if v else "–" for kind, v in values.items()}
+            if auto and chosen:
+                text["auto"] += f" {'/'.join(chosen)}"
+            bf16 = ", bf16" if auto and auto.endswith(", bf16)") else ""
+            lines.append(f"| {name} | {base[0]} ± {entry['spread'][f'KMeans ({EMBEDDER})'][0]} | {llm}{bf16} | "
+                         + " | ".join(text.values()) + " |")
+            if values["auto"]:
+                means.setdefault(llm, []).append((values["auto"][0], base[0]))
+    lines += ["", "Mean ACC of `auto` (the default) and of KMeans (embeddinggemma-300m) over the sets each LLM has: "
+              + "; ".join(f"{llm} {np.mean([a for a, _ in v]):.2f} vs {np.mean([b for _, b in v]):.2f} ({len(v)} sets)"
+                          for llm, v in means.items()) + "."]
+    return lines + [""]
+
+
 def size_curve(result: dict) -> dict:
     """Per set kind: the mean ACC gain over KMeans (embeddinggemma-300m) at iteration 1 of each
     curve's row and LLM, over the kind's sets that have it (``rows → curve → llm → [gain, sets]``);
@@ -295,8 +345,7 @@ def size_curve(result: dict) -> dict:
         kind, measured = gains.setdefault(entry["kind"], {}), False
         for llm in LLMS:
             for curve, row in CURVES.items():
-                # the fp32 row, else the bf16 one (a 1.5B fit in fp32 outlasts a session on some machines)
-                acc = entry["rows"].get(row.format(llm=llm)) or entry["rows"].get(row.format(llm=llm)[:-1] + ", bf16)")
+                acc = llm_row(entry["rows"], row, llm)
                 if acc is not None:
                     kind.setdefault(curve, {}).setdefault(llm, []).append(acc[0] - base[0])
                     measured = True
@@ -352,7 +401,7 @@ def markdown(result: dict) -> str:
              "raw texts with the untrained embedder, mean (± std) over 5 KMeans seeds. Ours: EmbeddingGemma-300m "
              "co-trained with the LLM named, at the quick profile's embedder rate for its size (1e-6) unless a row names "
              "another; a row named bf16: the LLM generated and trained in bf16 (`--bf16`); Δ = ACC gain over KMeans "
-             "(embeddinggemma-300m).", ""]
+             "(embeddinggemma-300m).", "", *summary(result)]
     for name, entry in result["datasets"].items():
         base = entry["rows"].get(f"KMeans ({EMBEDDER})", [0, 0])[0]
         lines += [f"## {name} ({KINDS.get(name, '?')}, n = {entry['n']}, K = {entry['k']})", "",
