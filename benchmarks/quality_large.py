@@ -127,11 +127,14 @@ def scores(x: np.ndarray, labels: list[str]) -> dict:
 
 
 def stage(stages: Path, prefix: str) -> Path:
-    """The stage directory ``<prefix>-<key>`` (not a longer name that starts with the prefix)."""
+    """The main fit's stage directory ``<prefix>-<key>`` (not a longer name that starts with the
+    prefix). The Random ablation writes to the same run directory, so that it reuses iteration 0,
+    and runs after the main fit: where both have the stage, the main fit's finished first."""
     found = [p for p in stages.glob(f"{prefix}-*") if p.name[len(prefix) + 1:].isalnum()]
-    if len(found) != 1:
-        raise FileNotFoundError(f"{len(found)} {prefix} stages under {stages}")
-    return found[0]
+    if not found:
+        raise FileNotFoundError(f"no {prefix} stage under {stages}")
+    finished = json.loads((stages.parent / "manifest.json").read_text())["stages"]
+    return min(found, key=lambda p: finished[p.name]["finished_at"])
 
 
 def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str], raw_vectors: np.ndarray,
