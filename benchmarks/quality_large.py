@@ -30,6 +30,7 @@ rewritten after every fit, so an interrupted run loses at most the fit in progre
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import re
@@ -191,6 +192,17 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
     return result
 
 
+@functools.lru_cache(maxsize=None)
+def untrained_encoder(alias: str):
+    """An offline embedder as it ships, and its clustering prompt: loaded once for the baselines
+    and every fit's untrained rows."""
+    from coevo_ray.embed import load_encoder, model_prompt
+    from coevo_ray.models import resolve_model
+
+    path = resolve_model(alias)
+    return load_encoder(str(path)), model_prompt(path)
+
+
 def untrained_rows(stages: Path, llm: str, raw_vectors: np.ndarray, labels: list[str], suffix: str) -> dict:
     """Where a fit's gain or gap comes from, with embedder training taken out (the decomposition of
     ``quality_gap.py``): each iteration's greedy answers embedded by the untrained embedder, alone
@@ -198,12 +210,10 @@ def untrained_rows(stages: Path, llm: str, raw_vectors: np.ndarray, labels: list
     iteration 0 is what DPO changed in its answers; the ``Ours`` rows minus these, what training
     the embedder added."""
     from coevo_ray.clustering import l2_normalize
-    from coevo_ray.embed import encode, load_encoder, model_prompt
-    from coevo_ray.models import resolve_model
+    from coevo_ray.embed import encode
     from coevo_ray.tables import greedy_table
 
-    path = resolve_model(EMBEDDER)
-    encoder, prompt = load_encoder(str(path)), model_prompt(path)
+    encoder, prompt = untrained_encoder(EMBEDDER)
     rows = {}
     for t in (0, 1):
         answers = greedy_table(stage(stages, f"iter{t}-interpret"), ["id", "interpretation"])
@@ -477,9 +487,8 @@ def main(argv=None) -> int:
         return 0
 
     from coevo_ray.clustering import FaissKMeans
-    from coevo_ray.embed import encode, load_encoder, model_prompt
+    from coevo_ray.embed import encode
     from coevo_ray.metrics import evaluate_kmeans_protocol
-    from coevo_ray.models import resolve_model
 
     for name in args.datasets.split(","):
         texts, labels = sample(name)
@@ -487,8 +496,8 @@ def main(argv=None) -> int:
         entry.update({"n": len(texts), "k": len(set(labels)), "kind": KINDS.get(name)})
         vectors = {}
         for alias in BASELINE_EMBEDDERS:
-            path_ = resolve_model(alias)
-            vectors[alias] = encode(load_encoder(str(path_)), texts, prompt=model_prompt(path_))
+            encoder, prompt = untrained_encoder(alias)
+            vectors[alias] = encode(encoder, texts, prompt=prompt)
             s = evaluate_kmeans_protocol(vectors[alias], labels, len(set(labels)))
             entry.setdefault("baseline_rows", {})[f"KMeans ({alias})"] = [round(s["acc"], 2), round(s["nmi"], 2)]
             entry.setdefault("baseline_spread", {})[f"KMeans ({alias})"] = [round(s["acc_std"], 2), round(s["nmi_std"], 2)]
