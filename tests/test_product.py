@@ -170,7 +170,8 @@ def test_resume_after_driver_killed(ray_session, fitted, data, tmp_path):
     assert any(f"(co-evolved, {fitted.representation_})" in line for line in shown), "\n".join(shown)
     assert len((out / "run.log").read_text().splitlines()) > len(shown)
     summary = json.loads((out / "summary.json").read_text())
-    assert "iter0-interpret" in summary["reused_stages"]
+    assert "iter0-interpret" in summary["reused_stages"] and "iter0-interpret" not in summary["ran_stages"]
+    assert summary["ran_stages"], summary["reused_stages"]  # killed mid-fit: the rest ran on resume
     last = summary["history"][-1]
     assert last["representation"] == fitted.representation_ and last["representation_choice"]["as_stable"]
     labels = [json.loads(line)["cluster"] for line in (out / "assignments.jsonl").open()]

@@ -114,6 +114,7 @@ def write_outputs(ctx: RunContext, result: FitResult, description: Description,
         "corpus": ctx.corpus.stats,
         "timings_s": ctx.timings,
         "reused_stages": ctx.run.reused,
+        "ran_stages": ctx.run.ran,  # empty: every stage came from the run directory (a rerun rescored)
         "history": result.history,
         "baseline": result.baseline,
         "clusters": clusters,
