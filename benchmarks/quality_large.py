@@ -127,15 +127,30 @@ def scores(x: np.ndarray, labels: list[str]) -> dict:
             "silhouette": round(float(silhouette_score(x, parts[0], metric="cosine")), 4), "_labels": parts[0]}
 
 
-def stage(stages: Path, prefix: str) -> Path:
+def stage(stages: Path, prefix: str, ablation: bool = False) -> Path:
     """The main fit's stage directory ``<prefix>-<key>`` (not a longer name that starts with the
     prefix). The Random ablation writes to the same run directory, so that it reuses iteration 0,
-    and runs after the main fit: where both have the stage, the main fit's finished first."""
+    and runs after the main fit: where both have the stage, the main fit's finished first and the
+    ablation's (``ablation=True``) last."""
     found = [p for p in stages.glob(f"{prefix}-*") if p.name[len(prefix) + 1:].isalnum()]
     if not found:
         raise FileNotFoundError(f"no {prefix} stage under {stages}")
     finished = json.loads((stages.parent / "manifest.json").read_text())["stages"]
-    return min(found, key=lambda p: finished[p.name]["finished_at"])
+    return (max if ablation else min)(found, key=lambda p: finished[p.name]["finished_at"])
+
+
+def fit_seconds(stages: Path, timings: dict[str, float]) -> float:
+    """The fit's compute time: each stage's seconds as the manifest recorded them when it was built
+    (a reused stage counts 0 in ``timings_``), so a fit resumed across runs or rescored counts all
+    its work; the steps that are not stages (the final clustering), as this run timed them."""
+    finished = json.loads((stages.parent / "manifest.json").read_text())["stages"]
+    total = 0.0
+    for name, seconds in timings.items():
+        try:
+            total += finished[stage(stages, name).name]["seconds"]
+        except FileNotFoundError:
+            total += seconds
+    return round(total, 1)
 
 
 def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str], raw_vectors: np.ndarray,
@@ -154,13 +169,12 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
                   **paper_preset(name, settings(llm, args.max_tokens, args.embedder_lr, args.bf16)))
     start = time.perf_counter()
     model = CoEvolver(**common).fit(texts, labels, resume=True)
-    seconds = round(sum(model.timings_.values()), 1)
-    # every stage reused: a rescore of a finished fit, whose timings are not this run's
-    rescore = not json.loads((out / "summary.json").read_text())["ran_stages"]
     stages = out / "stages"
+    # every stage reused: a rescore of a finished fit, whose wall time and machine are not this run's
+    rescored = not json.loads((out / "summary.json").read_text())["ran_stages"]
     # the fit's own machine: the result file's "machine" is the last run's, and runs move between machines
-    result: dict = {"seconds": None if rescore else seconds, "rows": {}, "label_free": {}, "history": [],
-                    "wall_s": round(time.perf_counter() - start, 1), "machine": machine()}
+    result: dict = {"seconds": fit_seconds(stages, model.timings_), "rows": {}, "label_free": {}, "history": [],
+                    "wall_s": round(time.perf_counter() - start, 1), "machine": machine(), "rescored": rescored}
     for h in model.history_:
         result["history"].append({k: h.get(k) for k in ("iteration", "acc", "nmi", "parse_fallbacks", "on_text",
                                                         "preferences", "fallback_kinds")})
@@ -187,10 +201,15 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
     if model.history_[-1].get("acc") is not None:  # the fit's own concat score: the same KMeans protocol
         result["fit_concat_acc"] = round(model.history_[-1]["acc"], 2)
     if llm == LLMS[-1] and not args.no_random:
-        rand = CoEvolver(**{**common, "prefer": {**common.get("prefer", {}), "rule": "random"}}).fit(
+        CoEvolver(**{**common, "prefer": {**common.get("prefer", {}), "rule": "random"}}).fit(
             texts, labels, resume=True)
-        result["rows"][f"Random iter-1 ({llm}, concat{label(args)})"] = [round(rand.history_[-1]["acc"], 2),
-                                                            round(rand.history_[-1]["nmi"], 2)]
+        interp = column_matrix(greedy_table(stage(stages, "iter1-embed-interpretations-final", ablation=True),
+                                            ["id", "embedding"]), "embedding")
+        text = column_matrix(read_table(stage(stages, "iter1-embed-texts", ablation=True)), "embedding")
+        for rep, x in {"interpretation": interp, "text": text,
+                       "concat": np.hstack([l2_normalize(interp), l2_normalize(text)])}.items():
+            s = scores(x, labels)
+            result["rows"][f"Random iter-1 ({llm}, {rep}{label(args)})"] = [s["acc"], s["nmi"]]
     return result
 
 
@@ -340,14 +359,19 @@ def summary(result: dict) -> list[str]:
     lines += ["", "Mean ACC of `auto` (the default) and of KMeans (embeddinggemma-300m) over the sets each LLM has: "
               + "; ".join(f"{llm} {np.mean([a for a, _ in v]):.2f} vs {np.mean([b for _, b in v]):.2f} ({len(v)} sets)"
                           for llm, v in means.items()) + "."]
-    ablation = [(name, llm, rand, ours) for name, entry in result["datasets"].items() for llm in LLMS
-                if (rand := llm_row(entry["rows"], "Random iter-1 ({llm}, concat)", llm))
-                and (ours := llm_row(entry["rows"], "Ours iter-1 ({llm}, concat)", llm))]
+    kinds = {"concat": "concat", "text": "text", "interpretations": "interpretation"}
+    ablation = []
+    for name, entry in result["datasets"].items():
+        for llm in LLMS:
+            pairs = {kind: (llm_row(entry["rows"], f"Random iter-1 ({{llm}}, {rep})", llm),
+                            llm_row(entry["rows"], f"Ours iter-1 ({{llm}}, {rep})", llm)) for kind, rep in kinds.items()}
+            pairs = {kind: (r[0], o[0]) for kind, (r, o) in pairs.items() if r and o}
+            if pairs:
+                ablation.append(f"{name} ({llm}): " + ", ".join(f"{kind} {r} vs {o} ({r - o:+.2f})"
+                                                                for kind, (r, o) in pairs.items()))
     if ablation:
         lines += ["", "Random (the paper's ablation: the preferred answer drawn at random, not the one nearest "
-                  "its centroids), concat after iteration 1 against the density-guided fit's: "
-                  + "; ".join(f"{name} ({llm}) {rand[0]} vs {ours[0]} ({rand[0] - ours[0]:+.2f})"
-                              for name, llm, rand, ours in ablation) + "."]
+                  "its centroids) after iteration 1, against the density-guided fit: " + "; ".join(ablation) + "."]
     return lines + [""]
 
 
@@ -525,9 +549,9 @@ def main(argv=None) -> int:
                 key = f"{llm}-s{seed}{variant(args)}"
                 fit = fit_rows(name, llm, seed, texts, labels, vectors[EMBEDDER], baseline_labels, args)
                 earlier = entry.get("per_seed", {}).get(key, {})
-                if fit["seconds"] is None and earlier.get("seconds"):
-                    # a rescore: the timings and machine stay the fit's own
-                    fit.update({k: earlier[k] for k in ("seconds", "wall_s", "machine") if k in earlier},
+                if fit.pop("rescored") and earlier.get("wall_s"):
+                    # every stage reused: the wall time and machine stay those of the run that built them
+                    fit.update({k: earlier[k] for k in ("wall_s", "machine") if k in earlier},
                                rescored_wall_s=fit["wall_s"])
                 entry.setdefault("per_seed", {})[key] = fit
                 aggregate(entry)
