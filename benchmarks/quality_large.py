@@ -47,12 +47,18 @@ from _common import CACHE as BENCH_CACHE, DATASETS, machine, stratified_indices,
 CACHE = BENCH_CACHE / "quality-large"
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "quality-cpu-large"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
+# docs/results.md's copy of the summary table lies between these lines (--report-only rewrites it)
+DOCS_MARKERS = ("<!-- quality-cpu-large summary: python benchmarks/quality_large.py --report-only -->",
+                "<!-- end of quality-cpu-large summary -->")
 PLOT = f"{NAME}-llm-size.png"
 DATASETS_DEFAULT = "reddit,stackexchange,fewnerd,fewrel,bank77,goemo"
 KINDS = {"reddit": "topic", "stackexchange": "topic", "arxiv_s2s": "topic", "fewnerd": "type", "fewrel": "type",
          "fewevent": "type", "bank77": "intent", "goemo": "emotion"}
 LLMS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 EMBEDDER = "embeddinggemma-300m"
+SHORT_NAMES = {"smollm2-135m-instruct": "SmolLM2-135M", "qwen2.5-coder-0.5b-instruct": "Qwen-0.5B",
+               "qwen2.5-coder-1.5b-instruct": "Qwen-1.5B", f"KMeans ({EMBEDDER})": "EmbeddingGemma KMeans"}
 BASELINE_EMBEDDERS = (EMBEDDER, "all-minilm-l6-v2")
 REPRESENTATIONS = ("concat", "interpretation", "text", "concat-w2")
 #: The LLMs' parameter counts, for the LLM-size curve's axis (the paper's LLM beside ours).
@@ -375,6 +381,32 @@ def summary(result: dict) -> list[str]:
     return lines + [""]
 
 
+def docs_table(result: dict) -> list[str]:
+    """The summary's table as docs/results.md shows it: the LLMs' and the baseline's short names."""
+    rows = []
+    for line in (line for line in summary(result) if line.startswith("|")):
+        cells = line.split(" | ")
+        for i, cell in enumerate(cells):
+            llm, bf16 = cell.removesuffix(", bf16"), cell.endswith(", bf16")
+            if llm in SHORT_NAMES:
+                cells[i] = SHORT_NAMES[llm] + (" (bf16)" if bf16 else "")
+        rows.append(" | ".join(cells))
+    return rows
+
+
+def sync_docs(result: dict, check: bool = False) -> bool:
+    """Write the summary table into docs/results.md between ``DOCS_MARKERS``; ``check``: only say
+    whether it is already there. One source for the figures: the result file."""
+    text = DOCS.read_text()
+    start, end = (text.index(m) for m in DOCS_MARKERS)
+    head = start + len(DOCS_MARKERS[0])
+    current = text[head:end].strip("\n")
+    wanted = "\n".join(docs_table(result))
+    if not check and current != wanted:
+        DOCS.write_text(text[:head] + "\n\n" + wanted + "\n\n" + text[end:])
+    return current == wanted
+
+
 def size_curve(result: dict) -> dict:
     """Per set kind: the mean ACC gain over KMeans (embeddinggemma-300m) at iteration 1 of each
     curve's row and LLM, over the kind's sets that have it (``rows → curve → llm → [gain, sets]``);
@@ -488,7 +520,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-random", action="store_true", help="skip the Random ablation of the largest LLM")
     p.add_argument("--baselines-only", action="store_true")
     p.add_argument("--report-only", action="store_true",
-                   help="rewrite the rows, LLM-size curve, plot and markdown from the result file, fitting nothing")
+                   help="rewrite the rows, LLM-size curve, plot, markdown and docs/results.md's summary table "
+                        "from the result file, fitting nothing")
+    p.add_argument("--check-docs", action="store_true",
+                   help="exit 1 unless docs/results.md's summary table is the result file's")
     p.add_argument("--bf16", action="store_true",
                    help="the LLM generates and trains in bf16 (rows and cache named with it): several times "
                         "faster where the CPU has bf16 matrix units")
@@ -514,10 +549,17 @@ def main(argv=None) -> int:
         write_result(path.name, result)
         (RESULTS / f"{NAME}.md").write_text(markdown(result))
 
+    if args.check_docs:
+        if not sync_docs(result, check=True):
+            print(f"{DOCS.relative_to(DOCS.parents[1])}'s cpu-large table is out of date: run "
+                  "python benchmarks/quality_large.py --report-only")
+            return 1
+        return 0
     if args.report_only:
         for entry in result["datasets"].values():
             aggregate(entry)
         save()
+        sync_docs(result)
         return 0
 
     from coevo_ray.clustering import FaissKMeans

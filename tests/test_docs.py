@@ -180,3 +180,9 @@ def test_the_benchmark_provenance_table_is_up_to_date():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "provenance.py"), "--check"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_cpu_large_table_in_the_results_doc_is_the_result_files():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality_large.py"), "--check-docs"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
