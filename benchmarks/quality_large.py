@@ -159,6 +159,17 @@ def fit_seconds(stages: Path, timings: dict[str, float]) -> float:
     return round(total, 1)
 
 
+def representations(interp: np.ndarray, text: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The kinds ``names`` clustered from one fit's embedded answers and texts: each alone, concat
+    (both L2-normalised side by side) and concat-w2 (the text at twice the weight)."""
+    from coevo_ray.clustering import l2_normalize
+
+    kinds = {"interpretation": lambda: interp, "text": lambda: text,
+             "concat": lambda: np.hstack([l2_normalize(interp), l2_normalize(text)]),
+             "concat-w2": lambda: np.hstack([l2_normalize(interp), 2.0 * l2_normalize(text)])}
+    return {name: kinds[name]() for name in names}
+
+
 def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str], raw_vectors: np.ndarray,
              baseline_labels: np.ndarray, args) -> dict:
     """One fit, and every representation scored from its stages; ``raw_vectors``: the texts
@@ -166,7 +177,6 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
     from sklearn.metrics import adjusted_rand_score
 
     from coevo_ray import CoEvolver
-    from coevo_ray.clustering import l2_normalize
     from coevo_ray.data import paper_preset
     from coevo_ray.tables import column_matrix, greedy_table, read_table
 
@@ -190,9 +200,7 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
         embedded = stage(stages, f"iter{t}-embed-candidates" if t == 0 else f"iter{t}-embed-interpretations-final")
         interp = column_matrix(greedy_table(embedded, ["id", "embedding"]), "embedding")
         text = column_matrix(read_table(stage(stages, f"iter{t}-embed-texts")), "embedding")
-        reps = {"interpretation": interp, "text": text,
-                "concat": np.hstack([l2_normalize(interp), l2_normalize(text)]),
-                "concat-w2": np.hstack([l2_normalize(interp), 2.0 * l2_normalize(text)])}
+        reps = representations(interp, text, ("interpretation", "text", "concat", "concat-w2"))
         for rep, x in reps.items():
             s = scores(x, labels)
             row = f"Ours iter-{t} ({llm}, {rep}{label(args)})"
@@ -212,8 +220,7 @@ def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str]
         interp = column_matrix(greedy_table(stage(stages, "iter1-embed-interpretations-final", ablation=True),
                                             ["id", "embedding"]), "embedding")
         text = column_matrix(read_table(stage(stages, "iter1-embed-texts", ablation=True)), "embedding")
-        for rep, x in {"interpretation": interp, "text": text,
-                       "concat": np.hstack([l2_normalize(interp), l2_normalize(text)])}.items():
+        for rep, x in representations(interp, text, ("interpretation", "text", "concat")).items():
             s = scores(x, labels)
             result["rows"][f"Random iter-1 ({llm}, {rep}{label(args)})"] = [s["acc"], s["nmi"]]
     return result
