@@ -376,15 +376,20 @@ def summary(result: dict) -> list[str]:
     ablation = []
     for name, entry in result["datasets"].items():
         for llm in LLMS:
-            pairs = {kind: (llm_row(entry["rows"], f"Random iter-1 ({{llm}}, {rep})", llm),
-                            llm_row(entry["rows"], f"Ours iter-1 ({{llm}}, {rep})", llm)) for kind, rep in kinds.items()}
-            pairs = {kind: (r[0], o[0]) for kind, (r, o) in pairs.items() if r and o}
+            # Random against the density-guided fits of the seeds it ran with, not every seed's mean.
+            pairs = {}
+            for kind, rep in kinds.items():
+                matched = [(random_row[0], ours[0]) for fit in entry.get("per_seed", {}).values()
+                           if (random_row := llm_row(fit["rows"], f"Random iter-1 ({{llm}}, {rep})", llm))
+                           and (ours := llm_row(fit["rows"], f"Ours iter-1 ({{llm}}, {rep})", llm))]
+                if matched:
+                    pairs[kind] = tuple(round(float(np.mean(column)), 2) for column in zip(*matched))
             if pairs:
                 ablation.append(f"{name} ({llm}): " + ", ".join(f"{kind} {r} vs {o} ({r - o:+.2f})"
                                                                 for kind, (r, o) in pairs.items()))
     if ablation:
         lines += ["", "Random (the paper's ablation: the preferred answer drawn at random, not the one nearest "
-                  "its centroids) after iteration 1, against the density-guided fit: " + "; ".join(ablation) + "."]
+                  "its centroids) after iteration 1, against the density-guided fit of the same seed: " + "; ".join(ablation) + "."]
     return lines + [""]
 
 
