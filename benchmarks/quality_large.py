@@ -164,10 +164,10 @@ def representations(interp: np.ndarray, text: np.ndarray, names: tuple[str, ...]
     (both L2-normalised side by side) and concat-w2 (the text at twice the weight)."""
     from coevo_ray.clustering import l2_normalize
 
-    kinds = {"interpretation": lambda: interp, "text": lambda: text,
-             "concat": lambda: np.hstack([l2_normalize(interp), l2_normalize(text)]),
-             "concat-w2": lambda: np.hstack([l2_normalize(interp), 2.0 * l2_normalize(text)])}
-    return {name: kinds[name]() for name in names}
+    interp_unit, text_unit = l2_normalize(interp), l2_normalize(text)
+    kinds = {"interpretation": interp, "text": text, "concat": np.hstack([interp_unit, text_unit]),
+             "concat-w2": np.hstack([interp_unit, 2.0 * text_unit])}
+    return {name: kinds[name] for name in names}
 
 
 def fit_rows(name: str, llm: str, seed: int, texts: list[str], labels: list[str], raw_vectors: np.ndarray,
